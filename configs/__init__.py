@@ -1,0 +1,1 @@
+"""ml_collections config files; each exposes `get_config(arg: str)`."""

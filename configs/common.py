@@ -1,0 +1,157 @@
+"""Pieces shared by every config file: the argument-string parser and defaults.
+
+Config files take one string argument, as in big_vision:
+`--config=configs/mobilenet_v1.py:width=0.5,res=160`. `parse_arg` turns it into a
+ConfigDict whose values are typed after the defaults the file declares.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses "k1=v1,k2=v2" into a ConfigDict typed after `defaults`.
+
+  A bare key ("runlocal") means True. Unknown keys raise a ValueError that lists the
+  known ones, so a typo never silently falls back to a default.
+  """
+  parsed = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return parsed
+  for item in arg.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(
+          f"Unknown config argument {key!r}; known arguments: {', '.join(sorted(defaults))}.")
+    default = defaults[key]
+    if not sep:
+      value = True
+    elif isinstance(default, bool):
+      if raw.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"Config argument {key}={raw!r} must be true or false.")
+      value = raw.lower() in ("true", "1")
+    elif isinstance(default, int):
+      value = int(raw)
+    elif isinstance(default, float):
+      value = float(raw)
+    else:
+      value = raw
+    parsed[key] = value
+  return parsed
+
+
+def data_config(name: str, image_size: int) -> ml_collections.ConfigDict:
+  """The input pipeline section (mobilenet_jax/data)."""
+  data = ml_collections.ConfigDict()
+  data.name = name  # Any TFDS name, "image_folder", or the built-in "shapes10".
+  data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  data.train_split = "train"
+  data.eval_split = "validation"
+  data.image_size = image_size
+  # Inception-style crops. The V1 paper uses "a smaller range of crop sizes than
+  # Inception" (reference facts, section 5) without giving the limit. Inception uses
+  # a minimum area of 0.08; we take 0.25, a quarter of the image, so that a crop
+  # still shows most of one object at small resolutions.
+  data.crop_area_range = (0.25, 1.0)
+  data.crop_aspect_range = (3.0 / 4.0, 4.0 / 3.0)
+  data.eval_crop_fraction = 0.875  # Reference facts, section 6.
+  data.random_flip = True
+  data.shuffle_buffer = 16_384
+  data.cache = False
+  data.on_corrupt_image = "error"  # or "skip" (with a warning naming the file)
+  return data
+
+
+def train_config() -> ml_collections.ConfigDict:
+  """The training recipe shared by the paper configs (mobilenet_jax/train).
+
+  Defaults follow the TPU reference training of MobileNet V1 (tensorflow/tpu
+  models/official/mobilenet; reference facts, section 5) unless a comment says
+  otherwise. Config files override what differs per model.
+  """
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.global_batch_size = 1024  # TPU reference.
+  config.num_epochs = 300.0
+  # When > 0, overrides num_epochs.
+  config.num_train_steps = -1
+
+  config.optimizer = ml_collections.ConfigDict()
+  # "rmsprop_tf" (TF1 semantics: eps inside the sqrt, accumulator starts at ones),
+  # "sgd" (with momentum) or "adamw".
+  config.optimizer.name = "rmsprop_tf"
+  config.optimizer.decay = 0.9  # RMSprop decay, TPU reference and V2 paper.
+  config.optimizer.momentum = 0.9  # TPU reference and V2 paper.
+  config.optimizer.epsilon = 1.0  # TPU reference.
+  config.optimizer.nesterov = False  # sgd only
+  config.optimizer.b1 = 0.9  # adamw only
+  config.optimizer.b2 = 0.999  # adamw only
+  config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
+
+  config.lr = ml_collections.ConfigDict()
+  # Learning rate = base x global_batch / reference_batch (linear scaling).
+  config.lr.base = 0.165  # TPU reference: 0.165 x batch / 256.
+  config.lr.reference_batch = 256
+  config.lr.warmup_epochs = 0.0  # TPU reference: no warmup.
+  config.lr.schedule = "exponential"  # "exponential" (staircase), "cosine", "constant"
+  config.lr.decay_rate = 0.94  # TPU reference: 0.94 every 3 epochs.
+  config.lr.decay_epochs = 3.0
+  config.lr.min_ratio = 1e-4  # Floor as a fraction of the initial rate (TPU reference).
+
+  # L2 weight decay added to the gradient (TF's wd*sum(w^2)/2 has gradient wd*w) on
+  # regular conv and classifier kernels; TF-slim: 4e-5.
+  config.weight_decay = 4e-5
+  # The paper: "very little or no weight decay on the depthwise filters".
+  config.depthwise_weight_decay_mult = 0.0
+  config.label_smoothing = 0.1  # TPU reference; the V1 paper itself used none.
+  config.ema_decay = 0.995  # TPU reference; 0 disables EMA.
+
+  # Asynchronous-training emulation (mobilenet_jax/train/async_emulation.py).
+  config.staleness = 0  # tau: gradients are computed at parameters tau steps old.
+  config.num_workers = 1  # virtual workers the global batch is split into.
+  config.worker_delays = "spread"  # "spread" (0..tau over workers) or "sampled".
+  config.grad_accum_steps = 1  # micro-batches per update.
+  # BatchNorm statistics over the global batch (0) or over groups of this many
+  # examples (the reference TPU training normalized per core).
+  config.bn_group_size = 0
+
+  config.log_every_steps = 100
+  config.eval_every_steps = 5000  # Also evaluates at the end; 0 = only at the end.
+  config.checkpoint_every_steps = 5000
+  config.keep_checkpoints = 3
+  config.keep_best_checkpoint = True
+  config.eval_batch_size = 1024
+
+  # Start from another run's checkpoint (mobilenet_jax/train/checkpointing.py).
+  config.init_from = ml_collections.ConfigDict()
+  config.init_from.workdir = ml_collections.FieldReference(None, field_type=str)
+  config.init_from.step = -1  # -1 = latest.
+  config.init_from.backbone_only = False  # New classifier for a new class count.
+  config.init_from.freeze_backbone = False
+  return config
+
+
+def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:
+  """Turns any paper config into a smoke run that finishes in a minute on a CPU.
+
+  Keeps the architecture family and recipe; swaps in the built-in dataset at a small
+  resolution and a small width so every code path runs without downloads.
+  """
+  config.data.name = "shapes10"
+  config.data.train_split = "train"
+  config.data.eval_split = "test"
+  config.data.image_size = 32
+  config.data.shuffle_buffer = 1024
+  config.model.width = min(config.model.width, 0.25)
+  config.model.num_classes = 10
+  config.global_batch_size = 32
+  config.eval_batch_size = 64
+  config.num_train_steps = 20
+  config.log_every_steps = 5
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 10

@@ -1,0 +1,52 @@
+r"""MobileNet V1 on ImageNet, with the V1 paper's width, depth, block and resolution knobs.
+
+Examples:
+
+  python -m mobilenet_jax.main --config=configs/mobilenet_v1.py --workdir=runs/v1
+  python -m mobilenet_jax.main \
+      --config=configs/mobilenet_v1.py:width=0.5,res=160 --workdir=runs/v1_050_160
+  python -m mobilenet_jax.costs --config=configs/mobilenet_v1.py:depth=shallow
+
+Arguments: width (alpha), res (input size), depth ("full" or "shallow", Table 5),
+block ("separable" or "full_conv", Table 4), num_classes, activation, dataset,
+batch (global batch size), runlocal (a tiny smoke run for a CPU).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  """Returns the config for `arg` ("width=0.75,res=192,...")."""
+  arg = common.parse_arg(
+      arg, width=1.0, res=224, depth="full", block="separable", num_classes=1000,
+      activation="relu6", dataset="imagenet2012", batch=1024, dtype="float32",
+      runlocal=False)
+
+  config = common.train_config()
+  config.model = model_config(arg)
+  config.data = common.data_config(arg.dataset, arg.res)
+  config.global_batch_size = arg.batch
+  if arg.runlocal:
+    common.shrink_for_local_run(config)
+  return config
+
+
+def model_config(arg):
+  """The `config.model` section for MobileNet V1 (reference facts, section 1)."""
+  model = ml_collections.ConfigDict()
+  model.name = "mobilenet_v1"
+  model.width = arg.width
+  model.depth = arg.depth
+  model.block = arg.block
+  model.num_classes = arg.num_classes
+  # The reference code uses ReLU6; the paper text says ReLU.
+  model.activation = arg.activation
+  model.dropout_rate = 0.001  # TF-slim V1: keep probability 0.999.
+  model.bn_momentum = 0.9997  # TF-slim V1 batch-norm decay.
+  model.bn_epsilon = 1e-3  # Every reference implementation.
+  model.dtype = arg.dtype
+  # Depthwise convolution implementation (mobilenet_jax/models/depthwise.py).
+  model.depthwise_impl = "auto"
+  return model

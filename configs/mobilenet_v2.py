@@ -1,0 +1,55 @@
+r"""MobileNet V2 on ImageNet (V2 paper, Table 2), with width and resolution knobs.
+
+Examples:
+
+  python -m mobilenet_jax.main --config=configs/mobilenet_v2.py --workdir=runs/v2
+  python -m mobilenet_jax.costs --config=configs/mobilenet_v2.py:width=1.4,res=224
+
+Arguments: width (alpha), res, num_classes, dataset, batch, dtype, runlocal.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  """Returns the config for `arg` ("width=1.4,res=224,...")."""
+  arg = common.parse_arg(
+      arg, width=1.0, res=224, num_classes=1000, dataset="imagenet2012", batch=1536,
+      dtype="float32", runlocal=False)
+
+  config = common.train_config()
+  config.model = model_config(arg)
+  config.data = common.data_config(arg.dataset, arg.res)
+
+  # V2 paper: 16 asynchronous GPU workers with batch 96 each (1536 in all), RMSprop
+  # decay 0.9 momentum 0.9, weight decay 4e-5, learning rate 0.045 decayed by 0.98
+  # per epoch. TF-slim V2: label smoothing 0.1, moving-average decay 0.9999.
+  config.global_batch_size = arg.batch
+  config.num_workers = 16
+  config.lr.base = 0.045 * 16  # TF-slim: 0.045 x number of GPUs ...
+  config.lr.reference_batch = 1536  # ... at 96 images per GPU.
+  config.lr.decay_rate = 0.98
+  config.lr.decay_epochs = 1.0
+  config.optimizer.epsilon = 1.0  # TF-slim default for RMSprop in its train script.
+  config.weight_decay = 4e-5
+  config.label_smoothing = 0.1
+  config.ema_decay = 0.9999
+  if arg.runlocal:
+    common.shrink_for_local_run(config)
+  return config
+
+
+def model_config(arg):
+  """The `config.model` section for MobileNet V2 (reference facts, section 4)."""
+  model = ml_collections.ConfigDict()
+  model.name = "mobilenet_v2"
+  model.width = arg.width
+  model.num_classes = arg.num_classes
+  model.dropout_rate = 0.2  # TF-slim V2: keep probability 0.8.
+  model.bn_momentum = 0.997  # TF-slim V2 batch-norm decay.
+  model.bn_epsilon = 1e-3
+  model.dtype = arg.dtype
+  model.depthwise_impl = "auto"
+  return model

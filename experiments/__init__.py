@@ -1,0 +1,1 @@
+"""Sweeps that reproduce the MobileNet papers' tables, and the comparison with them."""

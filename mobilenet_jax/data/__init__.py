@@ -1,0 +1,89 @@
+"""The input pipeline: TFDS datasets, image folders and the built-in `shapes10`.
+
+    info = data.get_dataset_info(config.data)
+    for batch in data.train_batches(config.data, global_batch_size, seed, start_step):
+      ...  # {'image': float32 [B/P, S, S, 3] in [-1, 1], 'label': int32 [B/P]}
+    for batch in data.eval_batches(config.data, eval_batch_size):
+      ...  # plus 'mask': float32, 0.0 on padding
+
+`config.data` is the section built by `configs.common.data_config`. TensorFlow (used
+for tf.data only, hidden from GPUs/TPUs) is imported on first use, so importing this
+package stays cheap; the first call also registers the `shapes10` TFDS builder (for
+the TFDS CLI: `--imports=mobilenet_jax.data.builtin_shapes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Iterator
+
+import numpy as np
+
+from mobilenet_jax.data.errors import CorruptImageError
+from mobilenet_jax.data.errors import DatasetNotFoundError
+
+__all__ = [
+    "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "eval_batches",
+    "get_dataset_info", "load_image_file", "train_batches"]
+
+
+def _pipeline():
+  # Lazy: tensorflow and tensorflow_datasets take seconds to import.
+  return importlib.import_module("mobilenet_jax.data.pipeline")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and the training loop need to know about a dataset."""
+  num_classes: int
+  class_names: tuple[str, ...]
+  num_train_examples: int  # Of data.train_split, all processes together.
+  num_eval_examples: int  # Of data.eval_split.
+
+
+def get_dataset_info(data_config) -> DatasetInfo:
+  """Classes and split sizes; prepares shapes10 if needed, never downloads."""
+  source = _pipeline().sources.get_source(data_config)
+  return DatasetInfo(
+      num_classes=len(source.class_names),
+      class_names=tuple(source.class_names),
+      num_train_examples=source.num_examples(
+          source.resolve_split(data_config.train_split)),
+      num_eval_examples=source.num_examples(
+          source.resolve_split(data_config.eval_split)))
+
+
+def train_batches(data_config, global_batch_size: int, seed: int, start_step: int = 0,
+                  process_index=None, process_count=None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite training batches of this process's share of each global batch.
+
+  Yields {'image': float32 [global_batch_size / process_count, S, S, 3] in [-1, 1],
+  'label': int32 [...]}. Deterministic in (seed, process): starting at `start_step`
+  gives exactly the batches a run from 0 yields after `start_step` batches, without
+  decoding the skipped ones. process_index/process_count default to JAX's.
+  """
+  return _pipeline().train_batches(data_config, global_batch_size, seed, start_step,
+                                   process_index, process_count)
+
+
+def eval_batches(data_config, global_batch_size: int, split: str | None = None,
+                 process_index=None, process_count=None
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over `split` (default data.eval_split), each example exactly once.
+
+  Yields {'image', 'label', 'mask': float32 (0.0 on padding)}. Every process yields
+  the same number of batches; the masks of all processes sum to the split size.
+  """
+  return _pipeline().eval_batches(data_config, global_batch_size, split,
+                                  process_index, process_count)
+
+
+def load_image_file(path: str, data_config) -> np.ndarray:
+  """Eval preprocessing of one image file: float32 [S, S, 3] in [-1, 1].
+
+  Raises FileNotFoundError, or CorruptImageError naming the file if it is not a
+  readable image.
+  """
+  return _pipeline().load_image_file(path, data_config)

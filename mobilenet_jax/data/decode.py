@@ -1,0 +1,104 @@
+"""Image decoding to RGB uint8, whatever the file: JPEG (incl. CMYK), PNG, grey, RGBA.
+
+Two paths:
+- `decode_fast`, for prepared TFDS datasets (TFDS validated the images when it built
+  them): TensorFlow's native decoders, with PIL only for formats TF cannot read.
+- `decode_checked`, for folders of image files, where unreadable files do occur: PIL
+  in a `tf.numpy_function` (PIL releases the GIL while decoding), so a failure is
+  caught per file and reported by name, then stops the run or drops the example.
+"""
+
+from __future__ import annotations
+
+import io
+
+from absl import logging
+import numpy as np
+from PIL import Image
+
+from mobilenet_jax.data._tf import tf
+from mobilenet_jax.data.errors import CorruptImageError
+
+ON_CORRUPT_MODES = ("error", "skip")
+
+
+def decode_with_pil(data: bytes, name: str) -> np.ndarray:
+  """Decodes encoded image bytes to RGB uint8 [H, W, 3]; CorruptImageError if not."""
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      image.load()  # Decodes fully now, so truncated files fail here.
+      # convert("RGB") maps grey, palette, RGBA (alpha dropped, as TF's channels=3
+      # does) and CMYK (incl. Adobe's inverted CMYK JPEGs) to RGB.
+      rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+  except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...).
+    raise CorruptImageError(
+        f"Cannot decode image file {name!r}: {type(e).__name__}: {e}".replace("\n", " ")
+    ) from None
+  if rgb.size == 0:
+    raise CorruptImageError(f"Cannot decode image file {name!r}: empty image")
+  return rgb
+
+
+def _as_str(value) -> str:
+  return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _pil_decode_np(data, name) -> np.ndarray:
+  return decode_with_pil(bytes(data), _as_str(name))
+
+
+def _pil_decode_or_flag_np(data, name, on_corrupt):
+  try:
+    return decode_with_pil(bytes(data), _as_str(name)), True
+  except CorruptImageError as e:
+    if _as_str(on_corrupt) != "skip":
+      raise
+    logging.warning("Skipping corrupt image (on_corrupt_image='skip'): %s", e)
+    return np.zeros((1, 1, 3), np.uint8), False
+
+
+def _has_prefix(data: tf.Tensor, prefix: bytes) -> tf.Tensor:
+  return tf.equal(tf.strings.substr(data, 0, len(prefix)), prefix)
+
+
+def decode_fast(data: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
+  """Graph-mode decode of encoded bytes to RGB uint8 [H, W, 3] (TFDS datasets)."""
+  native = (tf.io.is_jpeg(data) | _has_prefix(data, b"\x89PNG")
+            | _has_prefix(data, b"GIF8") | _has_prefix(data, b"BM"))
+
+  def with_tf():
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+  def with_pil():  # WebP, TIFF, ... stored as-is by some datasets.
+    return tf.numpy_function(_pil_decode_np, [data, name], tf.uint8, stateful=False)
+
+  image = tf.cond(native, with_tf, with_pil)
+  return tf.ensure_shape(image, [None, None, 3])
+
+
+def decode_checked(data: tf.Tensor, name: tf.Tensor,
+                   on_corrupt: str) -> tuple[tf.Tensor, tf.Tensor]:
+  """Graph-mode decode with a per-file check: returns (RGB uint8 image, ok).
+
+  on_corrupt="error" fails the pipeline with a CorruptImageError naming the file
+  (see `reraise_corrupt`); "skip" logs a warning naming it and returns ok=False.
+  """
+  if on_corrupt not in ON_CORRUPT_MODES:
+    raise ValueError(
+        f"data.on_corrupt_image must be one of {ON_CORRUPT_MODES}, got {on_corrupt!r}.")
+  image, ok = tf.numpy_function(
+      _pil_decode_or_flag_np, [data, name, on_corrupt], (tf.uint8, tf.bool),
+      stateful=False)
+  return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(ok, [])
+
+
+def reraise_corrupt(error: tf.errors.OpError) -> None:
+  """Turns a TF error raised by a CorruptImageError inside tf.data back into one.
+
+  TensorFlow wraps Python exceptions from `numpy_function` in an OpError whose text
+  holds the traceback; this keeps one readable message naming the file.
+  """
+  marker = CorruptImageError.__name__ + ": "
+  for line in str(error.message).splitlines():
+    if marker in line:
+      raise CorruptImageError(line.split(marker, 1)[1].strip()) from None

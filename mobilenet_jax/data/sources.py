@@ -1,0 +1,222 @@
+"""Where examples come from: a prepared TFDS dataset or a folder of image files.
+
+Both give the pipeline the same thing: split sizes, class names, and a tf.data dataset
+of undecoded records {"encoded": bytes, "label": int64, "name": str} for any TFDS split
+string ("train", "train[:99%]", a `tfds.split_for_jax_process` sub-split...), plus the
+decode function that suits them. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import os
+import random
+import re
+
+from absl import logging
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import splits as splits_lib
+
+from mobilenet_jax.data import builtin_shapes
+from mobilenet_jax.data import decode
+from mobilenet_jax.data._tf import tf
+from mobilenet_jax.data.errors import DatasetNotFoundError
+
+IMAGE_FOLDER = "image_folder"
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# When a split named like the key is absent, the first present alternative is used,
+# so the default eval split "validation" works for datasets with "val" or "test".
+_SPLIT_ALIASES = {"validation": ("val", "test"), "val": ("validation", "test")}
+_SPLIT_PART_RE = re.compile(r"^\s*([\w.-]+)(.*)$", re.S)
+
+
+class Source(abc.ABC):
+  """Split sizes, class names and undecoded records of one dataset."""
+
+  name: str
+  class_names: tuple[str, ...]
+  split_dict: splits_lib.SplitDict
+
+  def resolve_split(self, split: str) -> str:
+    """Checks a split string, mapping absent "validation"/"val" to what exists."""
+    available = list(self.split_dict.keys())
+    parts = []
+    for part in str(split).split("+"):
+      match = _SPLIT_PART_RE.match(part)
+      base, rest = (match.group(1), match.group(2)) if match else (part, "")
+      if base not in available:
+        alias = next((a for a in _SPLIT_ALIASES.get(base, ()) if a in available), None)
+        if alias is None:
+          raise ValueError(f"Dataset {self.name!r} has no split {base!r} (in {split!r});"
+                           f" available splits: {', '.join(available)}.")
+        logging.info("Dataset %s has no split %r; using %r.", self.name, base, alias)
+        base = alias
+      parts.append(base + rest)
+    return "+".join(parts)
+
+  def num_examples(self, split) -> int:
+    """Number of examples of a (resolved) split string or sub-split."""
+    total = 0
+    for inst in splits_lib.AbstractSplit.from_spec(split).to_absolute(self.split_dict):
+      start, end = self._bounds(inst)
+      total += end - start
+    return total
+
+  def _bounds(self, inst) -> tuple[int, int]:
+    n = self.split_dict[inst.splitname].num_examples
+    start = 0 if inst.from_ is None else inst.from_
+    end = n if inst.to is None else inst.to
+    return start, end
+
+  @abc.abstractmethod
+  def records(self, split) -> tf.data.Dataset:
+    """Undecoded records of `split` in a fixed order: {"encoded", "label", "name"}."""
+
+  @abc.abstractmethod
+  def decode(self, record, on_corrupt: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """(RGB uint8 image, ok) for one record; see decode.py."""
+
+
+class TfdsSource(Source):
+  """A prepared TFDS dataset (shapes10 is prepared here on first use)."""
+
+  def __init__(self, name: str, data_dir: str | None):
+    self.name = name
+    self.builder = _tfds_builder(name, data_dir)
+    info = self.builder.info
+    image_key, label_key = info.supervised_keys or ("image", "label")
+    features = dict(info.features.items())
+    if not isinstance(features.get(image_key), tfds.features.Image):
+      raise ValueError(f"Dataset {name!r} has no image feature {image_key!r}: "
+                       f"features are {list(features)}.")
+    self._image_key, self._label_key = image_key, label_key
+    self._file_key = "file_name" if "file_name" in features else None
+    self.class_names = tuple(info.features[label_key].names)
+    self.split_dict = info.splits
+
+  def records(self, split) -> tf.data.Dataset:
+    decoders = {self._image_key: tfds.decode.SkipDecoding()}
+    if self._file_key:
+      decoders[self._file_key] = tfds.decode.SkipDecoding()
+    ds = self.builder.as_dataset(
+        split=split, shuffle_files=False, decoders=decoders,
+        read_config=tfds.ReadConfig(add_tfds_id=True, try_autocache=False))
+
+    def to_record(ex):
+      name = ex[self._file_key] if self._file_key else ex["tfds_id"]
+      return {"encoded": ex[self._image_key], "label": tf.cast(ex[self._label_key],
+                                                               tf.int64), "name": name}
+
+    return ds.map(to_record, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def decode(self, record, on_corrupt):
+    del on_corrupt  # TFDS validated the images when it prepared the dataset.
+    return decode.decode_fast(record["encoded"], record["name"]), tf.constant(True)
+
+
+class ImageFolderSource(Source):
+  """`root/<split>/<class_name>/<image>` files; classes are sorted folder names."""
+
+  def __init__(self, root: str | None):
+    self.name = f"{IMAGE_FOLDER}:{root}"
+    if not root or not tf.io.gfile.isdir(root):
+      raise DatasetNotFoundError(
+          f"Image folder dataset: data.data_dir={root!r} is not a directory. Set it to "
+          "a folder holding train/ and val/ (or test/), each with one sub-folder of "
+          "images per class.")
+    self._files = {}  # split -> list of (path, class name)
+    for split in sorted(tf.io.gfile.listdir(root)):
+      split = split.rstrip("/")
+      split_dir = os.path.join(root, split)
+      if not tf.io.gfile.isdir(split_dir):
+        continue
+      files = []
+      for label in sorted(tf.io.gfile.listdir(split_dir)):
+        label = label.rstrip("/")
+        class_dir = os.path.join(split_dir, label)
+        if tf.io.gfile.isdir(class_dir):
+          files += [(os.path.join(class_dir, f), label)
+                    for f in sorted(tf.io.gfile.listdir(class_dir))
+                    if f.lower().endswith(_IMAGE_EXTENSIONS)]
+      if files:
+        # A fixed shuffle (as TFDS ImageFolder does) so that slices such as
+        # "train[:10%]" and per-process shares mix classes.
+        random.Random(split).shuffle(files)
+        self._files[split] = files
+    if not self._files:
+      raise DatasetNotFoundError(
+          f"Image folder dataset: no images found under {root!r}; expected "
+          "<root>/<split>/<class_name>/<image file>.")
+    self.class_names = tuple(sorted({c for fs in self._files.values() for _, c in fs}))
+    self.split_dict = splits_lib.SplitDict([
+        splits_lib.SplitInfo(name=s, shard_lengths=[len(f)], num_bytes=0)
+        for s, f in self._files.items()])
+
+  def records(self, split) -> tf.data.Dataset:
+    label_ids = {c: i for i, c in enumerate(self.class_names)}
+    paths, labels = [], []
+    for inst in splits_lib.AbstractSplit.from_spec(split).to_absolute(self.split_dict):
+      start, end = self._bounds(inst)
+      for path, label in self._files[inst.splitname][start:end]:
+        paths.append(path)
+        labels.append(label_ids[label])
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"name": tf.constant(paths, tf.string), "label": tf.constant(labels, tf.int64)})
+    return ds.map(lambda r: {**r, "encoded": tf.io.read_file(r["name"])},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+  def decode(self, record, on_corrupt):
+    return decode.decode_checked(record["encoded"], record["name"], on_corrupt)
+
+
+def _default_data_dir() -> str:
+  return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+  """The builder of a prepared dataset; shapes10 is generated here if absent."""
+  where = data_dir or _default_data_dir()
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetNotFoundError(
+        f"Unknown dataset {name!r}: TFDS has no builder of that name and found no "
+        f"prepared copy under {where!r}. ({str(e).splitlines()[0]})") from None
+  if builder.is_prepared():
+    return builder
+  if isinstance(builder, builtin_shapes.Shapes10):
+    logging.info("Generating the built-in dataset %s in %s.", name, builder.data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            try_download_gcs=False,
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    return builder
+  message = [
+      f"Dataset {name!r} is not prepared: TFDS looked in {builder.data_dir!r} "
+      f"(data.data_dir={data_dir!r}). This pipeline never downloads."]
+  if builder.name == "imagenet2012":
+    message.append(
+        f"ImageNet needs a manual download: put ILSVRC2012_img_train.tar and "
+        f"ILSVRC2012_img_val.tar in {os.path.join(where, 'downloads', 'manual')}, "
+        f"then run: tfds build imagenet2012 --data_dir={where}")
+  elif getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    message.append(
+        f"It needs a manual download into {os.path.join(where, 'downloads', 'manual')}"
+        f" ({' '.join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())}), then run: "
+        f"tfds build {name} --data_dir={where}")
+  else:
+    message.append(f"Prepare it first with: tfds build {name} --data_dir={where}")
+  raise DatasetNotFoundError(" ".join(message))
+
+
+@functools.lru_cache(maxsize=16)
+def _get_source(name: str, data_dir: str | None) -> Source:
+  if name == IMAGE_FOLDER:
+    return ImageFolderSource(data_dir)
+  return TfdsSource(name, data_dir)
+
+
+def get_source(data_config) -> Source:
+  """The (cached) source for `config.data`'s name and data_dir."""
+  return _get_source(data_config.name, data_config.data_dir)

@@ -1,0 +1,163 @@
+"""Building blocks shared by MobileNet V1 and V2.
+
+Conventions of the reference implementations (TF-slim, Keras; reference facts, section
+1): TF "SAME" padding, no bias before BatchNorm, BatchNorm epsilon 1e-3, truncated-normal
+initialization with stddev 0.09, parameters in float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mobilenet_jax.models.depthwise import DepthwiseConv
+
+# TF-slim's MobileNet initializer.
+KERNEL_INIT = nn.initializers.truncated_normal(0.09)
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu6": jax.nn.relu6,
+    "relu": jax.nn.relu,
+}
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm whose statistics come from the whole batch or from groups of it.
+
+  `group_size=0` normalizes over the whole (global, when sharded) batch. A positive
+  `group_size` normalizes each consecutive group of that many examples by its own
+  statistics, as the per-core BatchNorm of the reference TPU training did; the running
+  averages then track the mean of the group statistics. Statistics are computed in
+  float32 whatever the compute dtype.
+  """
+
+  momentum: float = 0.99
+  epsilon: float = 1e-3
+  group_size: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
+    channels = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,),
+                                 jnp.float32)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
+
+    if use_running_average:
+      mean, var = running_mean.value, running_var.value
+      y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
+    else:
+      batch = x.shape[0]
+      group = self.group_size or batch
+      if batch % group:
+        raise ValueError(
+            f"BatchNorm group size {group} does not divide the batch of {batch}.")
+      grouped = x.astype(jnp.float32).reshape((batch // group, group) + x.shape[1:])
+      reduce_axes = tuple(range(1, grouped.ndim - 1))
+      mean = grouped.mean(reduce_axes, keepdims=True)
+      var = jnp.square(grouped - mean).mean(reduce_axes, keepdims=True)
+      y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+      if not self.is_initializing():
+        batch_mean = mean.reshape(-1, channels).mean(0)
+        batch_var = var.reshape(-1, channels).mean(0)
+        running_mean.value = (self.momentum * running_mean.value
+                              + (1 - self.momentum) * batch_mean)
+        running_var.value = (self.momentum * running_var.value
+                             + (1 - self.momentum) * batch_var)
+    return (y * scale + bias).astype(self.dtype)
+
+
+class ConvBN(nn.Module):
+  """A convolution without bias, BatchNorm, then an optional activation."""
+
+  features: int
+  kernel_size: int = 1
+  strides: int = 1
+  activation: str | None = "relu6"
+  norm: Callable[..., nn.Module] = BatchNorm
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = nn.Conv(self.features, (self.kernel_size, self.kernel_size),
+                strides=self.strides, padding="SAME", use_bias=False,
+                kernel_init=KERNEL_INIT, dtype=self.dtype, param_dtype=jnp.float32,
+                name="conv")(x)
+    x = self.norm(dtype=self.dtype, name="bn")(x, use_running_average=not train)
+    return ACTIVATIONS[self.activation](x) if self.activation else x
+
+
+class DepthwiseBN(nn.Module):
+  """A 3x3 depthwise convolution, BatchNorm and the activation."""
+
+  strides: int = 1
+  activation: str = "relu6"
+  depthwise_impl: str = "auto"
+  norm: Callable[..., nn.Module] = BatchNorm
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = DepthwiseConv(3, self.strides, impl=self.depthwise_impl, dtype=self.dtype,
+                      kernel_init=KERNEL_INIT, name="depthwise")(x)
+    x = self.norm(dtype=self.dtype, name="bn")(x, use_running_average=not train)
+    return ACTIVATIONS[self.activation](x)
+
+
+class DepthwiseSeparable(nn.Module):
+  """MobileNet V1's block: 3x3 depthwise then 1x1 pointwise, each with BN and act."""
+
+  features: int
+  strides: int = 1
+  activation: str = "relu6"
+  depthwise_impl: str = "auto"
+  norm: Callable[..., nn.Module] = BatchNorm
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    x = DepthwiseBN(self.strides, self.activation, self.depthwise_impl, self.norm,
+                    self.dtype, name="dw")(x, train)
+    return ConvBN(self.features, 1, 1, self.activation, self.norm, self.dtype,
+                  name="pw")(x, train)
+
+
+class InvertedResidual(nn.Module):
+  """MobileNet V2's bottleneck: 1x1 expand, 3x3 depthwise, linear 1x1 projection.
+
+  No expansion conv when `expansion == 1`; a residual connection only when the stride
+  is 1 and the input and output channel counts are equal (V2 paper, section 3.3).
+  """
+
+  features: int
+  strides: int = 1
+  expansion: int = 6
+  depthwise_impl: str = "auto"
+  norm: Callable[..., nn.Module] = BatchNorm
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    in_channels = x.shape[-1]
+    y = x
+    if self.expansion != 1:
+      y = ConvBN(in_channels * self.expansion, 1, 1, "relu6", self.norm, self.dtype,
+                 name="expand")(y, train)
+    y = DepthwiseBN(self.strides, "relu6", self.depthwise_impl, self.norm, self.dtype,
+                    name="dw")(y, train)
+    y = ConvBN(self.features, 1, 1, None, self.norm, self.dtype, name="project")(y, train)
+    if self.strides == 1 and in_channels == self.features:
+      y = y + x
+    return y
+
+
+def norm_factory(momentum: float, epsilon: float, group_size: int) -> Callable[..., nn.Module]:
+  """A BatchNorm constructor with the config's momentum, epsilon and grouping."""
+  return functools.partial(BatchNorm, momentum=momentum, epsilon=epsilon,
+                           group_size=group_size)

@@ -1,0 +1,99 @@
+"""Folders of image files through the same pipeline; odd formats; corrupt files."""
+
+import logging
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from configs import common
+from mobilenet_jax import data
+
+
+def _save(path, mode, size, colour, fmt):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.new("RGB", size, colour).convert(mode).save(path, fmt)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  """train/ (10 images) and val/ (5) of two classes, in every format we accept."""
+  root = tmp_path_factory.mktemp("folder")
+  formats = [("RGB", "JPEG", ".jpg"), ("RGB", "PNG", ".png"), ("L", "PNG", ".png"),
+             ("RGBA", "PNG", ".png"), ("CMYK", "JPEG", ".jpeg")]
+  colours = {"blue": (20, 40, 220), "red": (220, 30, 30)}
+  # No greyscale in val/, where the test reads colours back.
+  for split, kinds in (("train", formats), ("val", [formats[i] for i in (0, 3, 4)])):
+    for name, colour in colours.items():
+      for i, (mode, fmt, ext) in enumerate(kinds):
+        size = (37 + 11 * i, 53 - 7 * i)  # Odd, non-square sizes.
+        _save(root / split / name / f"{i}_{mode}{ext}", mode, size, colour, fmt)
+  return root
+
+
+def _config(root, **overrides):
+  config = common.data_config("image_folder", 24)
+  config.data_dir = str(root)
+  config.update(overrides)
+  return config
+
+
+def test_folder_flows_through_the_pipeline(folder):
+  config = _config(folder)
+  info = data.get_dataset_info(config)
+  assert info.class_names == ("blue", "red")
+  assert (info.num_train_examples, info.num_eval_examples) == (10, 6)  # "val" split.
+  batch = next(data.train_batches(config, 4, seed=0, process_index=0, process_count=1))
+  assert batch["image"].shape == (4, 24, 24, 3) and batch["image"].dtype == np.float32
+  assert -1 <= batch["image"].min() and batch["image"].max() <= 1
+  batches = list(data.eval_batches(config, 4, process_index=0, process_count=1))
+  assert sum(b["mask"].sum() for b in batches) == 6
+  for batch in batches:
+    for image, label, mask in zip(batch["image"], batch["label"], batch["mask"]):
+      if mask:  # Solid colours: red or blue must survive every format.
+        channel = image.mean(axis=(0, 1)).argmax()
+        assert channel == (2 if label == 0 else 0)
+
+
+def test_cmyk_jpeg_decodes_to_rgb(folder):
+  image = data.load_image_file(str(folder / "train" / "red" / "2_L.png"), _config(folder))
+  assert image.shape == (24, 24, 3) and image.dtype == np.float32
+  files = sorted((folder / "train" / "red").glob("*CMYK*"))
+  rgb = (data.load_image_file(str(files[0]), _config(folder)) + 1) * 127.5
+  np.testing.assert_allclose(rgb.mean(axis=(0, 1)), (220, 30, 30), atol=8)
+
+
+def test_load_image_file_names_unreadable_files(tmp_path):
+  bad = tmp_path / "not_an_image.jpg"
+  bad.write_bytes(b"this is text")
+  with pytest.raises(data.CorruptImageError, match="not_an_image.jpg"):
+    data.load_image_file(str(bad), _config(tmp_path))
+  with pytest.raises(FileNotFoundError, match="missing.png"):
+    data.load_image_file(str(tmp_path / "missing.png"), _config(tmp_path))
+
+
+@pytest.fixture
+def folder_with_corrupt_file(tmp_path):
+  for split in ("train", "test"):
+    for i in range(3):
+      _save(tmp_path / split / "cls" / f"{i}.png", "RGB", (20, 20), (9, 9, 9), "PNG")
+  for split in ("train", "test"):
+    (tmp_path / split / "cls" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+  return tmp_path
+
+
+def test_corrupt_image_error_mode_names_the_file(folder_with_corrupt_file):
+  config = _config(folder_with_corrupt_file, on_corrupt_image="error")
+  with pytest.raises(data.CorruptImageError, match="broken.jpg") as excinfo:
+    list(data.eval_batches(config, 2, process_index=0, process_count=1))
+  assert "\n" not in str(excinfo.value)
+
+
+def test_corrupt_image_skip_mode_warns_and_drops(folder_with_corrupt_file, caplog):
+  config = _config(folder_with_corrupt_file, on_corrupt_image="skip")
+  with caplog.at_level(logging.WARNING):
+    batches = list(data.eval_batches(config, 2, process_index=0, process_count=1))
+  assert sum(b["mask"].sum() for b in batches) == 3  # 4 files, 1 unreadable.
+  assert any("broken.jpg" in record.getMessage() for record in caplog.records)
+  batch = next(data.train_batches(config, 4, seed=0, process_index=0, process_count=1))
+  assert batch["image"].shape == (4, 24, 24, 3)

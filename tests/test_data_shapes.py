@@ -1,0 +1,44 @@
+"""The built-in shapes10 dataset: offline, deterministic, balanced."""
+
+import collections
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mobilenet_jax.data import builtin_shapes
+from mobilenet_jax.data import shapes_render
+
+
+def _records(data_dir, split):
+  builder = tfds.builder("shapes10/tiny", data_dir=data_dir)
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={"image": tfds.decode.SkipDecoding()})
+  return [(ex["image"], int(ex["label"])) for ex in tfds.as_numpy(ds)]
+
+
+def test_generated_offline_and_balanced(shapes_tiny_dir):
+  builder = tfds.builder("shapes10/tiny", data_dir=shapes_tiny_dir)
+  assert builder.is_prepared()
+  assert builder.info.features["label"].names == list(shapes_render.CLASS_NAMES)
+  for split, per_class in (("train", 20), ("test", 7)):
+    counts = collections.Counter(label for _, label in _records(shapes_tiny_dir, split))
+    assert counts == {label: per_class for label in range(10)}
+
+
+def test_generation_is_deterministic(shapes_tiny_dir, tmp_path):
+  builder = tfds.builder("shapes10/tiny", data_dir=str(tmp_path))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  for split in ("train", "test"):
+    assert _records(tmp_path, split) == _records(shapes_tiny_dir, split)
+
+
+def test_default_config_is_balanced_and_seeded():
+  default = builtin_shapes.Shapes10.builder_configs["default"]
+  assert (default.train_per_class, default.test_per_class) == (1000, 200)
+  assert len(shapes_render.CLASS_NAMES) == 10
+  draw = lambda seed: shapes_render.render(3, 64, np.random.default_rng(seed))
+  first = draw((0, 0, 3, 5))
+  assert first.shape == (64, 64, 3) and first.dtype == np.uint8
+  np.testing.assert_array_equal(first, draw((0, 0, 3, 5)))
+  assert not np.array_equal(first, draw((0, 0, 3, 6)))
