@@ -49,4 +49,6 @@ def model_config(arg):
   model.dtype = arg.dtype
   # Depthwise convolution implementation (mobilenet_jax/models/depthwise.py).
   model.depthwise_impl = "auto"
+  # 1x1 convolution implementation: "auto", "xla" or "dot" (models/layers.py).
+  model.pointwise_impl = "auto"
   return model

@@ -52,4 +52,6 @@ def model_config(arg):
   model.bn_epsilon = 1e-3
   model.dtype = arg.dtype
   model.depthwise_impl = "auto"
+  # 1x1 convolution implementation: "auto", "xla" or "dot" (models/layers.py).
+  model.pointwise_impl = "auto"
   return model

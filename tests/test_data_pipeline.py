@@ -114,7 +114,8 @@ def test_train_depends_on_seed_and_cache_does_not_change_it(shapes_tiny_dir):
   first = next(data.train_batches(config, seed=0, **kwargs))
   assert not np.array_equal(first["image"],
                             next(data.train_batches(config, seed=1, **kwargs))["image"])
-  cached = next(data.train_batches(_config(shapes_tiny_dir, cache=True), seed=0, **kwargs))
+  cached_config = _config(shapes_tiny_dir, cache=True)
+  cached = next(data.train_batches(cached_config, seed=0, **kwargs))
   np.testing.assert_array_equal(first["image"], cached["image"])
 
 

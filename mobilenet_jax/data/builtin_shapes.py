@@ -24,7 +24,6 @@ from mobilenet_jax.data import shapes_render
 from mobilenet_jax.data.shapes_render import CLASS_NAMES
 
 _SPLIT_IDS = {"train": 0, "test": 1}
-_MIN_IMAGES_FOR_WORKERS = 2000  # Below this, starting worker processes costs more.
 
 
 @dataclasses.dataclass
@@ -39,11 +38,14 @@ class Shapes10Config(tfds.core.BuilderConfig):
 class Shapes10(tfds.core.GeneratorBasedBuilder):
   """Ten classes of randomly drawn shapes, generated locally."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
   # TFDS would locate this file through the `importlib_resources` backport, which is
   # not among our dependencies; say where the code is instead.
   code_path = epath.Path(__file__)
-  RELEASE_NOTES = {"1.0.0": "First version."}
+  RELEASE_NOTES = {
+      "1.0.0": "First version.",
+      "1.1.0": "Larger, more central shapes: they survive training crops.",
+  }
   BUILDER_CONFIGS = [
       Shapes10Config(name="default", description="1,000 train / 200 test per class."),
       Shapes10Config(name="tiny", description="20 train / 7 test per class (tests).",

@@ -48,11 +48,13 @@ def _draw_mask(name: str, size: int, rng: np.random.Generator) -> Image.Image:
   """Renders one shape as an 'L' mask of side `size` (already supersampled)."""
   mask = Image.new("L", (size, size), 0)
   draw = ImageDraw.Draw(mask)
-  radius = rng.uniform(0.2, 0.42) * size
+  # Large and near the centre, so that training crops (down to a quarter of the
+  # area) still show most of the shape.
+  radius = rng.uniform(0.28, 0.42) * size
   # Mild anisotropic scaling keeps a class from being one rigid template.
   stretch = np.array([rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2)])
   margin = radius * 0.9
-  cx, cy = rng.uniform(margin, size - margin, size=2)
+  cx, cy = np.clip(rng.uniform(0.3, 0.7, size=2) * size, margin, size - margin)
   angle = rng.uniform(0, 2 * np.pi)
   rot = np.array([[math.cos(angle), -math.sin(angle)],
                   [math.sin(angle), math.cos(angle)]])

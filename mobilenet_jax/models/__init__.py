@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.models.depthwise import resolve_impl
-from mobilenet_jax.models.layers import norm_factory
+from mobilenet_jax.models.layers import norm_factory, resolve_pointwise_impl
 from mobilenet_jax.models.mobilenet_v1 import MobileNetV1
 from mobilenet_jax.models.mobilenet_v2 import MobileNetV2
 from mobilenet_jax.models.validation import check_choice
@@ -37,6 +37,7 @@ def create(model_config, bn_group_size: int = 0) -> nn.Module:
       norm=norm_factory(model_config.bn_momentum, model_config.bn_epsilon,
                         bn_group_size),
       depthwise_impl=resolve_impl(model_config.get("depthwise_impl", "auto")),
+      pointwise_impl=resolve_pointwise_impl(model_config.get("pointwise_impl", "auto")),
       dtype=DTYPES[model_config.get("dtype", "float32")],
   )
   if model_config.name == "mobilenet_v1":
@@ -59,5 +60,7 @@ def init_variables(model: nn.Module, rng: jax.Array) -> dict:
   """
   images = jnp.zeros((1, 32, 32, 3), jnp.float32)
   init = jax.jit(lambda key, x: model.init(key, x, train=False))
+  if isinstance(rng, jax.core.Tracer):  # Under jax.eval_shape or another transform.
+    return init(rng, images)
   compiled = init.lower(rng, images).compile(compiler_options=_INIT_COMPILER_OPTIONS)
   return compiled(rng, images)

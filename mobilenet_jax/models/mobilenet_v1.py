@@ -49,6 +49,7 @@ class MobileNetV1(nn.Module):
   norm: Callable[..., nn.Module] = BatchNorm
   depthwise_impl: str = "auto"
   dtype: Any = jnp.float32
+  pointwise_impl: str = "auto"
 
   def __post_init__(self):
     validation.check_width(self.width)
@@ -69,7 +70,8 @@ class MobileNetV1(nn.Module):
       features = scaled_channels(channels, self.width)
       if self.block == "separable":
         x = DepthwiseSeparable(features, strides, self.activation, self.depthwise_impl,
-                               self.norm, self.dtype, name=f"block{index}")(x, train)
+                               self.norm, self.dtype, self.pointwise_impl,
+                               name=f"block{index}")(x, train)
       else:
         x = ConvBN(features, 3, strides, self.activation, self.norm, self.dtype,
                    name=f"block{index}")(x, train)

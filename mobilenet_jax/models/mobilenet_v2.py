@@ -39,6 +39,7 @@ class MobileNetV2(nn.Module):
   norm: Callable[..., nn.Module] = BatchNorm
   depthwise_impl: str = "auto"
   dtype: Any = jnp.float32
+  pointwise_impl: str = "auto"
 
   def __post_init__(self):
     validation.check_width(self.width)
@@ -58,11 +59,11 @@ class MobileNetV2(nn.Module):
         index += 1
         x = InvertedResidual(features, first_stride if repeat == 0 else 1, expansion,
                              self.depthwise_impl, self.norm, self.dtype,
-                             name=f"block{index}")(x, train)
+                             self.pointwise_impl, name=f"block{index}")(x, train)
     last_channels = (LAST_CONV_CHANNELS if self.width <= 1.0
                      else make_divisible(LAST_CONV_CHANNELS * self.width))
-    x = ConvBN(last_channels, 1, 1, "relu6", self.norm, self.dtype, name="conv_last")(
-        x, train)
+    x = ConvBN(last_channels, 1, 1, "relu6", self.norm, self.dtype,
+               pointwise_impl=self.pointwise_impl, name="conv_last")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, dtype=self.dtype,

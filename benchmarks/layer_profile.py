@@ -1,0 +1,62 @@
+r"""Forward+backward time of one depthwise or 1x1 convolution per implementation.
+
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.layer_profile \
+      --shape=32,56,56,128 --strides=1
+
+Prints the median seconds of a jitted value-and-gradient (w.r.t. input and kernel) of
+each depthwise implementation and of the 1x1 convolution as XLA conv and as a dot, at
+one NHWC shape: the per-layer-type profile behind benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+from mobilenet_jax.models import depthwise
+
+
+def median_seconds(fn, *args, runs: int = 5) -> float:
+  """Median wall time of `runs` calls of the jitted `fn` after one warm-up call."""
+  fn = jax.jit(fn)
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def fwd_bwd(conv):
+  """x, kernel -> (d/dx, d/dkernel) of sum(conv(x, kernel)): one training pass."""
+  return jax.grad(lambda x, k: jnp.sum(conv(x, k)), argnums=(0, 1))
+
+
+def profile(shape: tuple[int, ...], strides: int) -> dict[str, float]:
+  """{implementation: seconds} for one depthwise and one 1x1 layer at `shape`."""
+  x = jax.random.normal(jax.random.key(0), shape)
+  channels = shape[-1]
+  dw_kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, channels))
+  pw_kernel = jax.random.normal(jax.random.key(2), (1, 1, channels, channels))
+  results = {}
+  for name, impl in depthwise.IMPLEMENTATIONS.items():
+    results[f"depthwise/{name}"] = median_seconds(
+        fwd_bwd(lambda a, k, impl=impl: impl(a, k, strides)), x, dw_kernel)
+  conv = lambda a, k: jax.lax.conv_general_dilated(
+      a, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  dot = lambda a, k: jax.lax.dot_general(a, k[0, 0], (((3,), (0,)), ((), ())))
+  results["pointwise/xla"] = median_seconds(fwd_bwd(conv), x, pw_kernel)
+  results["pointwise/dot"] = median_seconds(fwd_bwd(dot), x, pw_kernel)
+  return results
+
+
+if __name__ == "__main__":
+  args = dict(arg.lstrip("-").split("=") for arg in sys.argv[1:])
+  shape = tuple(int(v) for v in args.get("shape", "32,56,56,128").split(","))
+  for key, seconds in profile(shape, int(args.get("strides", 1))).items():
+    print(f"{key:20} {seconds * 1e3:9.1f} ms")

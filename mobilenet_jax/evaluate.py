@@ -1,0 +1,105 @@
+r"""Evaluates a checkpoint on its run's eval split: loss, top-1, top-5.
+
+    python -m mobilenet_jax.evaluate --workdir=runs/v1 [--step=N] [--ema] \
+        [--split=test] [--data_dir=...] [--batch_size=N]
+
+The model and data settings come from the config stored in the checkpoint; it runs
+on however many devices are present (weights replicated, batches split over them).
+Every example of the split counts exactly once (the padded last batch is masked).
+The loss is plain cross-entropy, without the label smoothing of training.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import optax
+
+from mobilenet_jax import data
+from mobilenet_jax import restore
+from mobilenet_jax.errors import cli_main
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program, so that importing
+  this module next to another tool never defines a flag twice)."""
+  flags.DEFINE_string("workdir", None, "The run directory.")
+  flags.DEFINE_integer("step", None, "Checkpointed step (default: latest).")
+  flags.DEFINE_bool("ema", False, "Evaluate the moving average of the weights.")
+  flags.DEFINE_string("split", None, "Split (default: the config's eval split).")
+  flags.DEFINE_string("data_dir", None, "Overrides config.data.data_dir.")
+  flags.DEFINE_integer("batch_size", None,
+                       "Global batch size (default: config.eval_batch_size).")
+  flags.mark_flag_as_required("workdir")
+
+
+def _eval_sums(model, variables, batch):
+  """Masked sums of loss, top-1 and top-5 hits, and the example count."""
+  logits = model.apply(variables, batch["image"], train=False).astype(jnp.float32)
+  labels, mask = batch["label"], batch["mask"]
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  hits = top == labels[:, None]
+  return {"loss": jnp.sum(loss * mask), "top1": jnp.sum(hits[:, 0] * mask),
+          "top5": jnp.sum(jnp.any(hits, axis=1) * mask), "count": jnp.sum(mask)}
+
+
+def evaluate(model, variables, data_config, batch_size: int,
+             split: str | None = None) -> dict:
+  """{"loss", "top1", "top5", "count"} of `model` over one pass of `split`.
+
+  `variables` should be replicated over all devices (as `mobilenet_jax.load` gives
+  them); each batch is split over the devices on a "data" axis.
+  """
+  devices = jax.devices()
+  mesh = jax.sharding.Mesh(devices, ("data",))
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  # Every device needs an equal share; padding examples are masked out anyway.
+  batch_size = -(-batch_size // len(devices)) * len(devices)
+  step = jax.jit(functools.partial(_eval_sums, model))
+  totals = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
+  for batch in data.eval_batches(data_config, batch_size, split):
+    batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+             for k, v in batch.items()}
+    for key, value in step(variables, batch).items():
+      totals[key] += float(value)  # float64 on the host: exact counts.
+  count = totals["count"]
+  if not count:
+    return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"),
+            "count": 0}
+  return {"loss": totals["loss"] / count, "top1": totals["top1"] / count,
+          "top5": totals["top5"] / count, "count": int(round(count))}
+
+
+def run(workdir: str, step: int | None = None, ema: bool = False,
+        split: str | None = None, data_dir: str | None = None,
+        batch_size: int | None = None) -> dict:
+  """Restores the run in `workdir` and evaluates it; the metrics plus "split"."""
+  model, variables, config = restore.load(workdir, step=step, ema=ema)
+  if data_dir:
+    config.data.data_dir = data_dir
+  split = split or config.data.eval_split
+  metrics = evaluate(model, variables, config.data,
+                     batch_size or config.eval_batch_size, split)
+  return dict(metrics, split=split)
+
+
+@cli_main
+def main(argv):
+  """The command-line program."""
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  m = run(FLAGS.workdir, FLAGS.step, FLAGS.ema, FLAGS.split, FLAGS.data_dir,
+          FLAGS.batch_size)
+  weights = "EMA weights" if FLAGS.ema else "weights"
+  print(f"{FLAGS.workdir} ({weights}) on {m['split']}: loss {m['loss']:.4f}  "
+        f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['count']} examples)")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,57 @@
+r"""Trains and evaluates a MobileNet.
+
+  python -m mobilenet_jax.main --config=configs/default.py --workdir=/tmp/mobilenet
+  python -m mobilenet_jax.main --config=configs/mobilenet_v1.py:width=0.5,res=160 \
+      --workdir=runs/v1_050_160 --config.global_batch_size=512
+
+Running again in the same workdir resumes from its latest checkpoint. Several
+processes (multi-host TPU/GPU) call `jax.distributed.initialize()`: with --distributed,
+or automatically where the cluster environment announces itself.
+"""
+
+import logging as py_logging
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mobilenet_jax.errors import cli_main
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with :args.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES "
+    "and JAX_PROCESS_ID or a cluster environment give its arguments).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+# Environments in which jax.distributed.initialize() finds its arguments by itself.
+_CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE",
+                "MEGASCALE_COORDINATOR_ADDRESS")
+
+
+def main(argv):
+  """absl entry point."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  import jax  # pylint: disable=g-import-not-at-top
+  if _DISTRIBUTED.value or any(k in os.environ for k in _CLUSTER_ENV):
+    jax.distributed.initialize()
+  # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
+  py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
+  from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  logging.info("JAX %s: %d process(es), %d device(s): %s", jax.__version__,
+               jax.process_count(), jax.device_count(), jax.devices()[:4])
+  results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  final = results.get("final", {})
+  if final:
+    print(f"Final test top-1 {final['raw']['top1']:.4f} (EMA {final['ema']['top1']:.4f}), "
+          f"top-5 {final['raw']['top5']:.4f}, over {final['raw']['num_examples']} "
+          f"examples; {results['wall_time_s']:.0f} s, "
+          f"{results['train_images_per_sec']:.0f} train images/s. "
+          f"Results in {os.path.join(_WORKDIR.value, 'results.json')}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(cli_main(main))

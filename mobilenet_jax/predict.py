@@ -1,0 +1,88 @@
+r"""Classifies image files with a trained run: the top classes and their probabilities.
+
+    python -m mobilenet_jax.predict --workdir=runs/v1 [--step=N] [--ema] a.jpg b.png
+
+Images get the eval preprocessing of the run's config. Class names come from the
+run's dataset; if it is not available here, classes are shown by index.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from mobilenet_jax import data
+from mobilenet_jax import restore
+from mobilenet_jax.errors import DataError
+from mobilenet_jax.errors import cli_main
+
+
+def define_flags():
+  """Defines the command-line flags (only when run as a program, so that importing
+  this module next to another tool never defines a flag twice)."""
+  flags.DEFINE_string("workdir", None, "The run directory.")
+  flags.DEFINE_integer("step", None, "Checkpointed step (default: latest).")
+  flags.DEFINE_bool("ema", False, "Use the moving average of the weights.")
+  flags.DEFINE_string("data_dir", None, "Overrides config.data.data_dir "
+                      "(where the class names are looked up).")
+  flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
+  flags.mark_flag_as_required("workdir")
+
+
+def class_names(data_config, num_classes: int) -> list[str]:
+  """The dataset's class names, or the indices as strings if it is unavailable."""
+  try:
+    names = list(data.get_dataset_info(data_config).class_names)
+  except Exception as error:  # pylint: disable=broad-except
+    # Any failure (missing dataset, no TFDS builder, ...) only costs the names.
+    print(f"warning: class names unavailable ({error}); showing indices.",
+          file=sys.stderr)
+    names = []
+  if len(names) != num_classes:
+    names = [str(i) for i in range(num_classes)]
+  return names
+
+
+def predict(model, variables, data_config, paths: list[str], top_k: int = 5
+            ) -> list[list[tuple[int, float]]]:
+  """For each image file, its `top_k` (class index, probability), most likely first."""
+  images = []
+  for path in paths:
+    try:
+      images.append(data.load_image_file(path, data_config))
+    except FileNotFoundError as error:
+      raise DataError(str(error)) from None
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+      variables, np.stack(images))
+  probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
+  top_k = min(top_k, probs.shape[-1])
+  order = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
+  return [[(int(i), float(p[i])) for i in row] for p, row in zip(probs, order)]
+
+
+@cli_main
+def main(argv):
+  """The command-line program."""
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError("Give one or more image files.")
+  model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
+                                          ema=FLAGS.ema)
+  if FLAGS.data_dir:
+    config.data.data_dir = FLAGS.data_dir
+  results = predict(model, variables, config.data, paths, FLAGS.top_k)
+  names = class_names(config.data, config.model.num_classes)
+  for path, top in zip(paths, results):
+    print(path)
+    for index, prob in top:
+      print(f"  {prob:.4f}  {names[index]} ({index})")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,77 @@
+"""Emulating the paper's asynchronous training inside synchronous data parallelism.
+
+The V1 paper trained with asynchronous gradient descent on many workers: each worker's
+gradient was computed at parameters some updates old and applied to the current ones.
+Here the global batch is split into `num_workers` virtual workers; worker w computes its
+gradient at the parameters of `delays[w]` steps ago (0 <= delay <= staleness tau), read
+from a ring buffer of the last tau parameter versions kept in the train state
+(`TrainState.stale_params`), and the averaged gradient updates the current parameters.
+With tau = 0 no buffer exists and the step is plain synchronous training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mobilenet_jax.errors import ConfigError
+
+DELAY_MODES = ("spread", "sampled")
+
+
+def check_config(config) -> None:
+  """Raises ConfigError for an impossible staleness/worker/accumulation setting."""
+  if config.staleness < 0:
+    raise ConfigError(f"staleness must be >= 0, got {config.staleness}.")
+  if config.num_workers < 1:
+    raise ConfigError(f"num_workers must be >= 1, got {config.num_workers}.")
+  if config.worker_delays not in DELAY_MODES:
+    raise ConfigError(f"worker_delays={config.worker_delays!r} is unknown; allowed: "
+                      f"{', '.join(DELAY_MODES)}.")
+  if config.grad_accum_steps < 1:
+    raise ConfigError(f"grad_accum_steps must be >= 1, got {config.grad_accum_steps}.")
+  micro = config.global_batch_size // config.grad_accum_steps
+  if config.global_batch_size % config.grad_accum_steps:
+    raise ConfigError(
+        f"global_batch_size={config.global_batch_size} is not divisible by "
+        f"grad_accum_steps={config.grad_accum_steps}.")
+  if config.staleness and micro % config.num_workers:
+    raise ConfigError(
+        f"each micro-batch of {micro} examples must split evenly into "
+        f"num_workers={config.num_workers} virtual workers.")
+
+
+def worker_delays(mode: str, num_workers: int, staleness: int,
+                  rng: jax.Array) -> jax.Array:
+  """int32 [num_workers] delays in 0..staleness.
+
+  "spread": fixed delays evenly spread from 0 to tau (a single worker gets tau);
+  "sampled": drawn uniformly per step from `rng`.
+  """
+  if mode == "sampled":
+    return jax.random.randint(rng, (num_workers,), 0, staleness + 1, jnp.int32)
+  if num_workers == 1:
+    return jnp.full((1,), staleness, jnp.int32)
+  return jnp.asarray(np.round(np.linspace(0, staleness, num_workers)), jnp.int32)
+
+
+def params_at_delays(params, stale_params, step: jax.Array, delays: jax.Array):
+  """Stacks, for each worker, the parameters of `delays[w]` steps ago.
+
+  Version `step - d` (d >= 1) sits at ring index `(step - d) % tau`; before the first
+  update the buffer holds the initial parameters, so early delays read those.
+  """
+  def gather(current, buffer):
+    tau = buffer.shape[0]
+    versions = jnp.concatenate([current[None], buffer])
+    index = jnp.where(delays == 0, 0, 1 + (step - delays) % tau)
+    return versions[index]
+
+  return jax.tree.map(gather, params, stale_params)
+
+
+def push_params(stale_params, params, step: jax.Array):
+  """Stores the parameters of version `step` (before its update) in the ring buffer."""
+  return jax.tree.map(lambda buffer, p: buffer.at[step % buffer.shape[0]].set(p),
+                      stale_params, params)

@@ -1,0 +1,404 @@
+"""Checkpoints: the one module that talks to Orbax.
+
+A run's checkpoints live in WORKDIR/checkpoints/<step>/, each with two items:
+
+  state/  the whole TrainState (params, batch_stats, opt_state, EMA, stale buffer,
+          step, rng), as Orbax's sharded array format (OCDBT + zarr).
+  meta/   JSON: the format version, the step, the config the run was trained with,
+          and the input pipeline position.
+
+Orbax writes each step into a temporary directory and renames it on commit, so a
+checkpoint interrupted by a crash (even SIGKILL) is never listed as a step; leftover
+temporary directories are deleted when the next `Checkpointer` opens the directory.
+
+The input pipeline needs no state of its own: batches are a deterministic function of
+(config.seed, step), so `state.step` is the pipeline position.
+
+Restoring goes against the abstract version of the caller's state *with its
+shardings*, so a checkpoint written on 8 devices restores on 1 and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from mobilenet_jax.errors import CheckpointError
+
+PyTree = Any
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+_STATE, _META = "state", "meta"
+_WEIGHTS = ("params", "batch_stats", "ema_params", "ema_batch_stats")
+
+# The metric that ranks checkpoints for keep_best_checkpoint, and accepted aliases
+# (the first present wins); higher is better.
+BEST_METRIC = "eval_top1"
+_BEST_METRIC_ALIASES = (BEST_METRIC, "eval/top1", "top1", "eval/top_1", "top_1",
+                        "eval_accuracy", "eval/accuracy", "accuracy")
+
+# Config entries that may differ between a checkpoint and the run restoring it: they
+# do not change the state (same parameters, other kernels).
+_RUNTIME_ONLY_KEYS = ("model.depthwise_impl", "model.pointwise_impl")
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """Where a run's checkpoints live."""
+  return f"{str(workdir).rstrip('/')}/{CHECKPOINT_DIR}"
+
+
+def abstract_state(state: PyTree) -> PyTree:
+  """`state` as ShapeDtypeStructs that keep each array's sharding."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def _best_metric(metrics) -> float:
+  for key in _BEST_METRIC_ALIASES:
+    if key in metrics:
+      return float(metrics[key])
+  # Metrics without top-1 never win; LatestN still keeps the checkpoint a while.
+  return -math.inf
+
+
+def _json_metrics(metrics: dict) -> dict:
+  """Metrics as JSON scalars (jax/numpy arrays are not JSON serializable)."""
+  out = {}
+  for key, value in metrics.items():
+    try:
+      out[str(key)] = float(value)
+    except (TypeError, ValueError):
+      out[str(key)] = str(value)
+  return out
+
+
+def _config_dict(config: ml_collections.ConfigDict) -> dict:
+  # Through JSON so that stored and current configs compare like for like
+  # (tuples become lists, FieldReferences their values).
+  return json.loads(config.to_json_best_effort())
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def _structural_config(config: dict) -> dict:
+  """The config entries that decide the TrainState's tree structure and shapes."""
+  flat = _flatten(config)
+  out = {k: v for k, v in flat.items()
+         if k.startswith("model.") and k not in _RUNTIME_ONLY_KEYS}
+  get = flat.get
+  out["staleness"] = get("staleness", 0)
+  out["optimizer.name"] = get("optimizer.name")
+  # On/off switches that add or remove optimizer (or EMA) state.
+  out["ema_decay (on)"] = bool(get("ema_decay", 0))
+  out["optimizer.momentum (on)"] = bool(get("optimizer.momentum", 0))
+  out["optimizer.grad_clip_norm (on)"] = bool(get("optimizer.grad_clip_norm", 0))
+  out["weight_decay (on)"] = bool(get("weight_decay", 0))
+  out["depthwise_weight_decay_mult (on)"] = bool(get("depthwise_weight_decay_mult", 0))
+  out["init_from.freeze_backbone"] = bool(get("init_from.freeze_backbone", False))
+  return out
+
+
+def config_mismatches(stored: dict, current: dict) -> list[str]:
+  """'key: old (checkpoint) vs new (now)' for each structural difference."""
+  old, new = _structural_config(stored), _structural_config(current)
+  return [f"{key}: {old.get(key)!r} (checkpoint) vs {new.get(key)!r} (now)"
+          for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def _reason(error: BaseException) -> str:
+  """The innermost cause's first line: usually names the file or array that failed."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip().splitlines()
+  line = text[0] if text else ""
+  return f"{type(error).__name__}: {line[:400]}"
+
+
+def _options(config, read_only: bool) -> ocp.CheckpointManagerOptions:
+  if read_only:
+    return ocp.CheckpointManagerOptions(
+        read_only=True, create=False, save_interval_steps=0,
+        enable_async_checkpointing=False)
+  policies = [ocp.checkpoint_managers.LatestN(n=max(1, config.keep_checkpoints))]
+  best_fn = None
+  if config.get("keep_best_checkpoint", False):
+    best_fn = _best_metric
+    # Orbax's BestN alone keeps only the best N; together with LatestN under
+    # AnyPreservationPolicy a checkpoint survives if it is among the latest K *or*
+    # the best one. Checkpoints without metrics are left to LatestN.
+    policies.append(ocp.checkpoint_managers.BestN(
+        get_metric_fn=_best_metric, n=1, keep_checkpoints_without_metrics=False))
+  return ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=True,
+      # best_fn makes Orbax write the metrics next to each step and rank by them.
+      best_fn=best_fn,
+      best_mode="max",
+      preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+      # Temporary directories left by a killed save are removed on open.
+      cleanup_tmp_directories=True,
+  )
+
+
+def _manager(workdir: str, config=None, read_only: bool = False
+             ) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir),
+      options=_options(config, read_only),
+      item_handlers={_STATE: ocp.PyTreeCheckpointHandler(),
+                     _META: ocp.JsonCheckpointHandler()})
+
+
+def _step_path(manager: ocp.CheckpointManager, step: int) -> str:
+  return str(manager.directory / str(step))
+
+
+def _resolve_step(manager: ocp.CheckpointManager, step: int | None) -> int:
+  """`step`, or the latest; CheckpointError if there is none or it is missing."""
+  steps = manager.all_steps()
+  if not steps:
+    raise CheckpointError(f"No checkpoint in {manager.directory}.")
+  if step is None or step < 0:
+    return max(steps)
+  if step not in steps:
+    raise CheckpointError(
+        f"No checkpoint for step {step} in {manager.directory}; available steps: "
+        f"{', '.join(map(str, sorted(steps)))}.")
+  return step
+
+
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  # JsonCheckpointHandler keeps the item in a file named "metadata".
+  path = f"{_step_path(manager, step)}/{_META}/metadata"
+  try:
+    meta = manager.restore(step, args=ocp.args.Composite(
+        **{_META: ocp.args.JsonRestore()}))[_META]
+  except Exception as error:  # pylint: disable=broad-except
+    raise CheckpointError(
+        f"Checkpoint metadata {path} is unreadable (corrupt or truncated?): "
+        f"{_reason(error)}") from error
+  if not isinstance(meta, dict) or "format_version" not in meta:
+    raise CheckpointError(f"Checkpoint metadata {path} has no format version; it was "
+                          "not written by mobilenet_jax.")
+  if meta["format_version"] != FORMAT_VERSION:
+    raise CheckpointError(
+        f"Checkpoint {path} has format version {meta['format_version']}, this code "
+        f"reads version {FORMAT_VERSION}.")
+  return meta
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                  for k in path)
+
+
+def _shapes(tree: PyTree) -> dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {_path_name(path): tuple(leaf.shape) for path, leaf in leaves}
+
+
+def _stored_metadata(manager: ocp.CheckpointManager, step: int) -> PyTree:
+  """The stored state's tree of ArrayMetadata (shape, dtype, ...)."""
+  path = f"{_step_path(manager, step)}/{_STATE}"
+  try:
+    metadata = manager.item_metadata(step)[_STATE]
+  except Exception as error:  # pylint: disable=broad-except
+    raise CheckpointError(f"Checkpoint {path} has unreadable metadata (corrupt or "
+                          f"truncated?): {_reason(error)}") from error
+  if metadata is None:
+    raise CheckpointError(f"Checkpoint {path} has no readable metadata (its _METADATA "
+                          "file is missing or corrupt).")
+  return metadata
+
+
+def _check_structure(manager: ocp.CheckpointManager, step: int, target: PyTree):
+  """CheckpointError naming the arrays whose presence or shape differ."""
+  stored, wanted = _shapes(_stored_metadata(manager, step)), _shapes(target)
+  problems = [f"{name} missing from the checkpoint" for name in wanted
+              if name not in stored]
+  problems += [f"{name} in the checkpoint but not in this state" for name in stored
+               if name not in wanted]
+  problems += [f"{name}: shape {stored[name]} (checkpoint) vs {wanted[name]} (now)"
+               for name in wanted if name in stored and stored[name] != wanted[name]]
+  if problems:
+    more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+    raise CheckpointError(
+        f"Checkpoint {_step_path(manager, step)} does not hold the state this run "
+        f"builds: {'; '.join(problems[:5])}{more}.")
+
+
+def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
+                   partial: bool = False) -> PyTree:
+  """Restores the `state` item of `step` into the abstract `target`."""
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(**{
+        _STATE: ocp.args.PyTreeRestore(
+            item=target,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=partial)}))
+  except Exception as error:  # pylint: disable=broad-except
+    raise CheckpointError(
+        f"Checkpoint {_step_path(manager, step)}/{_STATE} could not be restored "
+        f"(corrupt, truncated, or not the state this config builds): "
+        f"{_reason(error)}") from error
+  return restored[_STATE]
+
+
+class Checkpointer:
+  """Saves and restores a run's TrainState in WORKDIR/checkpoints, asynchronously.
+
+  Keeps the latest `config.keep_checkpoints` steps plus, with
+  `config.keep_best_checkpoint`, the one with the best eval top-1 among those saved
+  with metrics (pass `metrics={"eval_top1": ...}` to `save`). Every process of a
+  multi-host run must make the same calls.
+  """
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    self._workdir = workdir
+    self._config = config
+    self._every = int(config.checkpoint_every_steps)
+    self._manager = _manager(workdir, config)
+
+  @property
+  def directory(self) -> str:
+    return str(self._manager.directory)
+
+  def all_steps(self) -> list[int]:
+    """The steps with a complete checkpoint, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint's step, or None."""
+    return self._manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step with the best top-1 among those saved with metrics, or None."""
+    return self._manager.best_step() if self._config.get(
+        "keep_best_checkpoint", False) else None
+
+  def restore_or_initial(self, initial_state: PyTree, step: int | None = None) -> PyTree:
+    """The latest checkpoint (or `step`), or `initial_state` if there is none.
+
+    Restores onto the shardings of `initial_state`'s arrays. Raises CheckpointError
+    if `step` is missing, the checkpoint is corrupt or of another format version,
+    or it was written with a config that builds a different state.
+    """
+    if step is None and self._manager.latest_step() is None:
+      return initial_state
+    step = _resolve_step(self._manager, step)
+    meta = _read_meta(self._manager, step)
+    mismatches = config_mismatches(json.loads(meta["config"]),
+                                   _config_dict(self._config))
+    if mismatches:
+      raise CheckpointError(
+          f"Checkpoint {_step_path(self._manager, step)} was written with a "
+          f"different config: {'; '.join(mismatches)}. Use a new --workdir or the "
+          "run's original config.")
+    target = abstract_state(initial_state)
+    _check_structure(self._manager, step, target)
+    return _restore_state(self._manager, step, target)
+
+  def save(self, state: PyTree, *, metrics: dict | None = None,
+           force: bool = False) -> bool:
+    """Starts saving `state` at its step if that is a save step or `force`.
+
+    Returns whether a save started; it completes in the background (see `wait`).
+    A step that already has a checkpoint is never overwritten. `metrics` (e.g.
+    {"eval_top1": 0.7, ...}) are stored with the step and rank it for the best.
+    """
+    step = int(state.step)
+    if not force and not (self._every > 0 and step % self._every == 0):
+      return False
+    if step in self._manager.all_steps():
+      logging.info("Checkpoint for step %d exists; not overwriting it.", step)
+      return False
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "config": self._config.to_json_best_effort(),
+        # The input pipeline is a function of (config.seed, step): no state to save.
+        "input_pipeline": {"position": "state.step", "seed": self._config.get("seed")},
+        "process_count": jax.process_count(),
+        "device_count": jax.device_count(),
+        "jax_version": jax.__version__,
+    }
+    # force=True: the decision above is ours; Orbax's own policy would also save
+    # the first step it sees.
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeSave(state),
+                                   _META: ocp.args.JsonSave(meta)}),
+        metrics=_json_metrics(metrics) if metrics else None,
+        force=True)
+
+  def wait(self) -> None:
+    """Blocks until every started save is committed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases Orbax's resources."""
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+  """The config the run in `workdir` was trained with (stored in its checkpoint)."""
+  manager = _manager(workdir, read_only=True)
+  try:
+    step = _resolve_step(manager, step)
+    return ml_collections.ConfigDict(json.loads(_read_meta(manager, step)["config"]))
+  finally:
+    manager.close()
+
+
+def replicated_sharding() -> jax.sharding.Sharding:
+  """Every array whole on every device present (what restored weights use)."""
+  mesh = jax.sharding.Mesh(jax.devices(), ("data",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def restore_variables(workdir: str, step: int | None = None,
+                      sharding: jax.sharding.Sharding | None = None
+                      ) -> tuple[dict, int, ml_collections.ConfigDict]:
+  """Only the weights of a checkpoint, from the checkpoint alone.
+
+  Returns ({"params", "batch_stats", "ema_params", "ema_batch_stats"}, step, config).
+  The optimizer state and the rest are not read (Orbax partial restore against the
+  stored array metadata), so this works whatever optimizer the run used. Arrays are
+  placed with `sharding`, by default replicated over every device.
+  """
+  sharding = sharding or replicated_sharding()
+  manager = _manager(workdir, read_only=True)
+  try:
+    step = _resolve_step(manager, step)
+    config = ml_collections.ConfigDict(json.loads(_read_meta(manager, step)["config"]))
+    metadata = _stored_metadata(manager, step)
+    stored = {key: metadata[key] for key in _WEIGHTS}
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored)
+    weights = _restore_state(manager, step, target, partial=True)
+  finally:
+    manager.close()
+  return weights, step, config
+

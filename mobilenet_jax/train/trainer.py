@@ -1,0 +1,198 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run.
+
+Order of work, as in big_vision's trainer: build data info, model and optimizer; make
+the initial state (or restore the latest checkpoint, or start from another run's);
+then loop: step, log, evaluate, checkpoint, until the last step or a SIGTERM. Everything
+the run produces lands in the workdir: checkpoints/, metrics.jsonl, TensorBoard events
+and, at the end, results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mobilenet_jax import costs, data, models
+from mobilenet_jax.errors import ConfigError, TrainingDivergedError
+from mobilenet_jax.train import (checkpointing, optimizers, preemption, sharding,
+                                 transfer)
+from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress
+from mobilenet_jax.train.state import create_train_state
+from mobilenet_jax.train.step import make_eval_step, make_train_step
+
+
+def total_train_steps(config, num_train_examples: int) -> tuple[int, int]:
+  """(steps per epoch, total steps) for the config and the train split size."""
+  steps_per_epoch = num_train_examples // config.global_batch_size
+  if steps_per_epoch < 1:
+    raise ConfigError(
+        f"global_batch_size={config.global_batch_size} is larger than the train split "
+        f"({num_train_examples} examples).")
+  if config.num_train_steps > 0:
+    return steps_per_epoch, config.num_train_steps
+  return steps_per_epoch, max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> None:
+  """Raises at the first step whose loss was NaN or infinite."""
+  for step, metrics in pending:
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      raise TrainingDivergedError(
+          f"the training loss became {loss} at step {step}. Training stopped; no "
+          "checkpoint was written after it. Lower the learning rate (lr.base), enable "
+          "gradient clipping (optimizer.grad_clip_norm) or check the input data.")
+
+
+def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
+  fetched = jax.device_get([m for _, m in pending])
+  return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+
+
+def evaluate(eval_step, variables, config, mesh, split: str | None = None) -> dict:
+  """Loss, top-1 and top-5 over every example of the eval split, exactly once."""
+  totals = None
+  for local in data.eval_batches(config.data, config.eval_batch_size, split):
+    sums = eval_step(variables, sharding.global_batch(local, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals["count"])
+  return {"loss": float(totals["loss"]) / count, "top1": float(totals["top1"]) / count,
+          "top5": float(totals["top5"]) / count, "num_examples": int(count)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+
+  Returns the final results (also written to WORKDIR/results.json by process 0).
+  """
+  start_time = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  info = data.get_dataset_info(config.data)
+  if config.model.num_classes != info.num_classes:
+    raise ConfigError(
+        f"model.num_classes={config.model.num_classes} but dataset {config.data.name!r} "
+        f"has {info.num_classes} classes; set --config.model.num_classes="
+        f"{info.num_classes}.")
+  sharding.check_batch_size("global_batch_size", config.global_batch_size)
+  sharding.check_batch_size("eval_batch_size", config.eval_batch_size)
+  steps_per_epoch, total_steps = total_train_steps(config, info.num_train_examples)
+
+  model = models.create(config.model, bn_group_size=config.bn_group_size)
+  mesh = sharding.create_mesh()
+  init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
+  variables = models.init_variables(model, init_rng)
+  optimizer, schedule = optimizers.create_optimizer(
+      config, steps_per_epoch, total_steps, variables["params"])
+  adjust_batch_stats = None
+  if config.init_from.freeze_backbone:
+    optimizer = transfer.freeze(optimizer,
+                                transfer.trainable_mask(config, variables["params"]))
+    adjust_batch_stats = lambda old, new: transfer.keep_frozen_batch_stats(config, old, new)
+  state = create_train_state(variables, optimizer, config.staleness, state_rng)
+  state = jax.device_put(state, sharding.replicated(mesh))
+
+  checkpointer = checkpointing.Checkpointer(workdir, config)
+  if checkpointer.latest_step() is None:
+    state = transfer.init_from(config, state)
+  state = checkpointer.restore_or_initial(state)
+  start_step = int(state.step)
+
+  logger = MetricsLogger(workdir)
+  logger.truncate_after(start_step)
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  train_step = jax.jit(
+      make_train_step(model, optimizer, config, schedule, adjust_batch_stats),
+      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, batch_sharding),
+                      out_shardings=replicated)
+
+  logging.info("Training %s for %d steps (%d per epoch) from step %d on %d device(s).",
+               config.model.name, total_steps, steps_per_epoch, start_step,
+               jax.device_count())
+  progress = Progress(start_step, total_steps, config.global_batch_size)
+  first_interval = True
+  pending: list[tuple[int, dict]] = []
+  batches = data.train_batches(config.data, config.global_batch_size, config.seed,
+                               start_step)
+  final_metrics = {}
+  with preemption.PreemptionGuard() as guard:
+    step = start_step
+    while step < total_steps:
+      state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+      step += 1
+      pending.append((step, metrics))
+      is_last = step == total_steps
+      if step % config.log_every_steps == 0 or is_last:
+        _check_finite(pending)
+        scalars = _mean_metrics(pending)
+        rates = progress.report(step, count_time=not first_interval)
+        first_interval = False
+        pending = []
+        logger.write(step, "train", {**scalars, **rates})
+        logging.info(
+            "step %d/%d  loss %.4f  top1 %.4f  lr %.4g | %.2f steps/s  %.0f img/s  "
+            "ETA %ds", step, total_steps, scalars["loss"], scalars["top1"],
+            scalars["learning_rate"], rates["steps_per_sec"], rates["images_per_sec"],
+            rates["eta_s"])
+      eval_metrics = None
+      if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
+        progress.pause()
+        _check_finite(pending)
+        eval_metrics = evaluate(eval_step, state.variables, config, mesh)
+        ema_metrics = evaluate(eval_step, state.ema_variables, config, mesh)
+        logger.write(step, "eval", {**eval_metrics,
+                                    **{f"ema_{k}": v for k, v in ema_metrics.items()}})
+        logging.info("eval at step %d: top1 %.4f top5 %.4f (EMA top1 %.4f top5 %.4f)",
+                     step, eval_metrics["top1"], eval_metrics["top5"],
+                     ema_metrics["top1"], ema_metrics["top5"])
+        final_metrics = {"raw": eval_metrics, "ema": ema_metrics}
+        progress.resume()
+      # A collective on several hosts, so that every host stops at the same step.
+      stop = guard.should_stop()
+      every = config.checkpoint_every_steps
+      if stop or is_last or (every and step % every == 0):
+        progress.pause()
+        _check_finite(pending)  # Never write a checkpoint of a diverged run.
+        checkpointer.save(state, metrics=eval_metrics, force=stop or is_last)
+        progress.resume()
+      if stop and not is_last:
+        checkpointer.wait()
+        checkpointer.close()
+        logger.close()
+        logging.warning("Preempted (SIGTERM): saved step %d in %s; run the same "
+                        "command again to resume.", step, workdir)
+        print(f"Preempted: saved a checkpoint at step {step} in {workdir}; run the same "
+              "command again to resume.", flush=True)
+        return {"preempted_at_step": step}
+  checkpointer.wait()
+  checkpointer.close()
+  logger.close()
+
+  model_costs = costs.count_costs(model, config.data.image_size)
+  results = {
+      "config": json.loads(config.to_json_best_effort()),
+      "final": final_metrics,
+      "steps": total_steps,
+      "params": model_costs.params,
+      "mult_adds": model_costs.mult_adds,
+      "trainable_params": model_costs.trainable_params,
+      "wall_time_s": time.time() - start_time,
+      "train_images_per_sec": progress.images_per_sec,
+      "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+      "platform": jax.default_backend(),
+  }
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  return results

@@ -1,0 +1,30 @@
+"""Smoke test of the benchmark's JSON at a tiny size; PyTorch only when installed."""
+
+import importlib.util
+
+import pytest
+
+from configs import mobilenet_v1
+from mobilenet_jax import benchmark
+
+KEYS = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",
+        "compile_s", "peak_host_mem_mb")
+
+
+@pytest.mark.parametrize("with_torch", [
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(
+        importlib.util.find_spec("torch") is None, reason="torch is not installed")),
+])
+def test_benchmark_reports_every_figure(with_torch):
+  config = mobilenet_v1.get_config("width=0.25,res=32,num_classes=4")
+  result = benchmark.run(config, batch=2, steps=1, with_torch=with_torch,
+                         torch_threads=1, latency_runs=1)
+  for key in KEYS:
+    assert result[key] > 0, key
+  assert result["setup"]["depthwise_impl"] == "shift"
+  assert "device_peak_mem_mb" in result
+  if with_torch:
+    for key in ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1"):
+      assert result["torch"][key] > 0 and result["ratios"][key] > 0
+  assert benchmark.format_report(result).count("\n") >= 5

@@ -1,0 +1,186 @@
+"""Checkpointer: round trips, retention, corruption, config checks, device counts."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mobilenet_jax.errors import CheckpointError
+from mobilenet_jax.train import checkpointing
+from tests import ckpt_helpers as h
+
+
+def _save(workdir, cfg, state, **kwargs):
+  with checkpointing.Checkpointer(workdir, cfg) as ckpt:
+    assert ckpt.save(state, **kwargs)
+
+
+def test_round_trip_is_bit_identical(tmp_path):
+  cfg = h.config(staleness=2)
+  state = h.fake_state(cfg, step=10)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), cfg)
+  assert ckpt.latest_step() is None
+  initial = h.fake_state(cfg, step=0, value=3.0)
+  assert ckpt.restore_or_initial(initial) is initial
+  assert ckpt.save(state, metrics={"eval_top1": np.float32(0.5)})  # Async.
+  ckpt.wait()
+  assert ckpt.latest_step() == 10
+  ckpt.close()
+
+  restored = checkpointing.Checkpointer(str(tmp_path), cfg).restore_or_initial(initial)
+  h.assert_trees_equal(restored, state)
+  assert checkpointing.read_config(str(tmp_path)).to_dict() == json.loads(
+      cfg.to_json_best_effort())
+
+
+def test_saves_only_save_steps_and_never_overwrites(tmp_path):
+  cfg = h.config(checkpoint_every_steps=10)
+  with checkpointing.Checkpointer(str(tmp_path), cfg) as ckpt:
+    assert not ckpt.save(h.fake_state(cfg, step=7))
+    assert ckpt.save(h.fake_state(cfg, step=7), force=True)
+    assert ckpt.save(h.fake_state(cfg, step=10))
+    ckpt.wait()
+    assert not ckpt.save(h.fake_state(cfg, step=10, value=1.0), force=True)
+    assert ckpt.all_steps() == [7, 10]
+  restored = checkpointing.Checkpointer(str(tmp_path), cfg).restore_or_initial(
+      h.fake_state(cfg, value=2.0))
+  h.assert_trees_equal(restored, h.fake_state(cfg, step=10))
+
+
+def test_keeps_last_k_plus_best(tmp_path):
+  cfg = h.config(keep_checkpoints=2, keep_best_checkpoint=True)
+  top1 = {10: 0.5, 20: 0.9, 30: 0.1, 40: 0.2, 50: 0.3}
+  with checkpointing.Checkpointer(str(tmp_path), cfg) as ckpt:
+    for step, acc in top1.items():
+      ckpt.save(h.fake_state(cfg, step=step), metrics={"eval_top1": acc, "loss": 1.0})
+    ckpt.wait()
+    assert ckpt.all_steps() == [20, 40, 50]
+    assert ckpt.best_step() == 20
+  # Metrics are read back from disk: the best survives a restart.
+  with checkpointing.Checkpointer(str(tmp_path), cfg) as ckpt:
+    ckpt.save(h.fake_state(cfg, step=60), metrics={"eval_top1": 0.4})
+    ckpt.save(h.fake_state(cfg, step=70))  # No metrics: kept only as a latest.
+    ckpt.wait()
+    assert ckpt.all_steps() == [20, 60, 70]
+  cfg.keep_best_checkpoint = False
+  with checkpointing.Checkpointer(str(tmp_path), cfg) as ckpt:
+    ckpt.save(h.fake_state(cfg, step=80))
+    ckpt.wait()
+    assert ckpt.all_steps() == [70, 80]
+
+
+@pytest.fixture(name="saved")
+def _saved(tmp_path):
+  cfg = h.config()
+  _save(str(tmp_path), cfg, h.fake_state(cfg, step=10, size=4096))
+  return str(tmp_path), cfg
+
+
+def test_missing_step(saved):
+  workdir, cfg = saved
+  with pytest.raises(CheckpointError, match=r"step 5 .*available steps: 10"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg, size=4096), 5)
+  with pytest.raises(CheckpointError, match="No checkpoint"):
+    checkpointing.read_config(workdir + "/elsewhere")
+
+
+def test_truncated_array_file(saved):
+  workdir, cfg = saved
+  data = max(glob.glob(f"{workdir}/checkpoints/10/state/**/d/*", recursive=True),
+             key=os.path.getsize)
+  os.truncate(data, os.path.getsize(data) // 2)
+  with pytest.raises(CheckpointError, match=f"{workdir}/checkpoints/10/state"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg, size=4096))
+
+
+def test_garbled_metadata(saved):
+  workdir, cfg = saved
+  path = f"{workdir}/checkpoints/10/meta/metadata"
+  with open(path, "w") as f:
+    f.write('{"format_version": 1, "conf')
+  with pytest.raises(CheckpointError, match=f"{path}.*corrupt"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg, size=4096))
+
+
+def test_other_format_version(saved):
+  workdir, cfg = saved
+  path = f"{workdir}/checkpoints/10/meta/metadata"
+  with open(path) as f:
+    meta = json.load(f)
+  with open(path, "w") as f:
+    json.dump(dict(meta, format_version=99), f)
+  with pytest.raises(CheckpointError, match="format version 99"):
+    checkpointing.read_config(workdir)
+
+
+def test_config_mismatch_names_keys(saved):
+  workdir, _ = saved
+  other = h.config(staleness=1, **{"model.width": 0.5, "optimizer.name": "sgd"})
+  with pytest.raises(CheckpointError) as error:
+    checkpointing.Checkpointer(workdir, other).restore_or_initial(h.fake_state(other))
+  message = str(error.value)
+  assert f"{workdir}/checkpoints/10" in message
+  assert "model.width: 0.25 (checkpoint) vs 0.5 (now)" in message
+  assert "staleness: 0 (checkpoint) vs 1 (now)" in message
+  assert "optimizer.name: 'rmsprop_tf' (checkpoint) vs 'sgd' (now)" in message
+  # Non-structural changes (learning rate, implementation choices) are fine.
+  same = h.config(**{"lr.base": 1.0, "model.depthwise_impl": "xla"})
+  checkpointing.Checkpointer(workdir, same).restore_or_initial(
+      h.fake_state(same, size=4096))
+
+
+def test_state_mismatch_names_arrays(saved):
+  workdir, cfg = saved
+  # Same config, another state (as a trainer that wraps its optimizer differently).
+  with pytest.raises(CheckpointError, match=r"params/conv0/conv/kernel: shape "
+                     r"\(4096,\) \(checkpoint\) vs \(64,\) \(now\)"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg))
+
+
+def test_restore_variables_reads_only_weights(saved):
+  workdir, cfg = saved
+  weights, step, stored = checkpointing.restore_variables(workdir)
+  expected = h.fake_state(cfg, step=10, size=4096)
+  assert step == 10 and stored.model.width == cfg.model.width
+  h.assert_trees_equal(weights["params"], expected.params)
+  h.assert_trees_equal(weights["ema_params"], expected.ema_params)
+  h.assert_trees_equal(weights["batch_stats"], expected.batch_stats)
+
+
+_WRITE_ON_8 = """
+import jax, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from mobilenet_jax.train import checkpointing
+from tests import ckpt_helpers as h
+assert jax.device_count() == 8
+cfg = h.config(staleness=2)
+replicated = NamedSharding(Mesh(jax.devices(), ("data",)), PartitionSpec())
+place = lambda s: jax.device_put(s, replicated)
+# Restore what one device wrote, onto 8 ...
+ckpt = checkpointing.Checkpointer({one!r}, cfg)
+restored = ckpt.restore_or_initial(place(h.fake_state(cfg, value=0.0)))
+h.assert_trees_equal(restored, h.fake_state(cfg, step=10))
+assert restored.params["classifier"]["kernel"].sharding == replicated
+# ... and write from 8.
+state = place(h.fake_state(cfg, step=20))
+assert len(state.params["classifier"]["kernel"].sharding.device_set) == 8
+with checkpointing.Checkpointer({eight!r}, cfg) as ckpt:
+  assert ckpt.save(state)
+print("ok")
+"""
+
+
+def test_restore_across_device_counts(tmp_path):
+  cfg = h.config(staleness=2)
+  one, eight = str(tmp_path / "one"), str(tmp_path / "eight")
+  _save(one, cfg, h.fake_state(cfg, step=10))
+  result = h.run_python(_WRITE_ON_8.format(one=one, eight=eight), devices=8)
+  assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+  restored = checkpointing.Checkpointer(eight, cfg).restore_or_initial(
+      h.fake_state(cfg, value=0.0))
+  h.assert_trees_equal(restored, h.fake_state(cfg, step=20))
+  assert restored.params["classifier"]["kernel"].sharding.device_set == {
+      jax.devices()[0]}
