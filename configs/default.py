@@ -3,9 +3,10 @@ r"""The default run: MobileNet V1 on the built-in shapes10 dataset, on any CPU.
   python -m mobilenet_jax.main --config=configs/default.py --workdir=/tmp/mobilenet
 
 No download: shapes10 is generated locally on first use (mobilenet_jax/data). Sized so
-that a 2-core CPU trains it in a few minutes to over 90% test top-1, while running every
-part of the paper's recipe: TF1-style RMSprop, staircase decay, EMA, weight decay off the
-depthwise kernels. For a paper-size run, use configs/mobilenet_v1.py.
+that a 2-core CPU trains it in about 5 minutes. Keeps the paper's EMA and weight decay
+off the depthwise kernels, but uses SGD momentum with a cosine decay, which learn this
+short run faster than TF1-style RMSprop with staircase decay. For a paper-size run,
+use configs/mobilenet_v1.py.
 """
 
 from configs import mobilenet_v1
@@ -19,18 +20,25 @@ def get_config(arg: str | None = None):
   config.data.eval_split = "test"
   config.data.image_size = 32
   config.data.shuffle_buffer = 10_000
+  config.data.cache = True  # 10k decoded 64x64 images fit in memory; saves CPU.
+  # Crops down to half the area: a quarter cut shapes too much for this short run.
+  config.data.crop_area_range = (0.5, 1.0)
   config.model.width = 0.25
   config.model.num_classes = 10
+  # Eval uses BN running statistics; V1's 0.9997 averages over ~3k steps, more than
+  # this whole run, so they would still be mostly the initial values.
+  config.model.bn_momentum = 0.99
 
   config.global_batch_size = 64
   config.eval_batch_size = 500
-  config.num_epochs = 8.0
-  # The TPU recipe's rate per 256 images, with a short warmup that small batches need.
-  config.lr.base = 0.165
-  config.lr.warmup_epochs = 0.5
-  # Decay 0.94 every 3 epochs barely moves in 8 epochs; decay faster, same shape.
-  config.lr.decay_epochs = 1.0
-  config.lr.decay_rate = 0.8
+  config.num_epochs = 8.0  # ~1250 steps: about 4 minutes on 2 CPU cores.
+  # SGD with momentum learned clearly faster than rmsprop_tf (eps 1.0) on this short
+  # run (train top-1 0.31 vs 0.15 after 400 steps).
+  config.optimizer.name = "sgd"
+  config.optimizer.momentum = 0.9
+  config.lr.base = 0.4  # Per 256 images: peak 0.1 at batch 64.
+  config.lr.warmup_epochs = 0.5  # Short warmup that small batches need.
+  config.lr.schedule = "cosine"  # Staircase decay at 0.94/3 epochs barely moves here.
   config.label_smoothing = 0.0  # The V1 paper used none.
   config.ema_decay = 0.99  # Short run: average over ~100 steps.
 

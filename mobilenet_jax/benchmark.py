@@ -167,6 +167,8 @@ def describe(config, batch: int, steps: int) -> dict:
       "cpu_count": os.cpu_count(),
       "machine": platform.machine(),
       "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+      # Other processes on the machine skew every figure; record how busy it was.
+      "load_avg_1m_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
       "date": datetime.date.today().isoformat(),
   }
 

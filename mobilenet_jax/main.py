@@ -22,8 +22,12 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "Call jax.distributed.initialize() (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES "
-    "and JAX_PROCESS_ID or a cluster environment give its arguments).")
+    "Call jax.distributed.initialize(); its arguments come from the three flags below "
+    "or, on TPU pods and SLURM/MPI clusters, from the environment.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0, e.g. 127.0.0.1:12345.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # Environments in which jax.distributed.initialize() finds its arguments by itself.
@@ -36,8 +40,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=g-import-not-at-top
-  if _DISTRIBUTED.value or any(k in os.environ for k in _CLUSTER_ENV):
-    jax.distributed.initialize()
+  if (_DISTRIBUTED.value or _COORDINATOR.value
+      or any(k in os.environ for k in _CLUSTER_ENV)):
+    # On CPU, collectives across processes go through gloo (JAX's default).
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top

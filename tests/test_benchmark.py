@@ -6,6 +6,7 @@ import pytest
 
 from configs import mobilenet_v1
 from mobilenet_jax import benchmark
+from mobilenet_jax.models.depthwise import resolve_impl
 
 KEYS = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",
         "compile_s", "peak_host_mem_mb")
@@ -22,7 +23,7 @@ def test_benchmark_reports_every_figure(with_torch):
                          torch_threads=1, latency_runs=1)
   for key in KEYS:
     assert result[key] > 0, key
-  assert result["setup"]["depthwise_impl"] == "shift"
+  assert result["setup"]["depthwise_impl"] == resolve_impl("auto")
   assert "device_peak_mem_mb" in result
   if with_torch:
     for key in ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1"):

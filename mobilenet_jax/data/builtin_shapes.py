@@ -1,10 +1,10 @@
 """`shapes10`: a built-in, procedurally generated image classification dataset.
 
 Ten classes of filled shapes drawn with random colour, position, scale, rotation and
-aspect, over a gradient background with line/dot clutter and pixel noise. It needs no
-download: `download_and_prepare()` renders it with numpy and PIL (seeded, so every
-generation is identical) and writes it as an ordinary TFDS dataset. Bumping `VERSION`
-is the only thing that makes TFDS regenerate the files.
+aspect, over a gentle gradient background with faint line/dot clutter and pixel noise.
+It needs no download: `download_and_prepare()` renders it with numpy and PIL (seeded,
+so every generation is identical) and writes it as an ordinary TFDS dataset. Bumping
+`VERSION` is the only thing that makes TFDS regenerate the files.
 
 Configs: `shapes10` (= `shapes10/default`: 1,000 train and 200 test images per class)
 and `shapes10/tiny` (20 and 7 per class, for tests).
@@ -38,13 +38,15 @@ class Shapes10Config(tfds.core.BuilderConfig):
 class Shapes10(tfds.core.GeneratorBasedBuilder):
   """Ten classes of randomly drawn shapes, generated locally."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   # TFDS would locate this file through the `importlib_resources` backport, which is
   # not among our dependencies; say where the code is instead.
   code_path = epath.Path(__file__)
   RELEASE_NOTES = {
       "1.0.0": "First version.",
       "1.1.0": "Larger, more central shapes: they survive training crops.",
+      "1.2.0": ("Clearer images: low-contrast background gradient, strong shape "
+                "contrast, fewer and fainter clutter lines and dots, less noise."),
   }
   BUILDER_CONFIGS = [
       Shapes10Config(name="default", description="1,000 train / 200 test per class."),

@@ -92,39 +92,42 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
 def render(label: int, image_size: int, rng: np.random.Generator) -> np.ndarray:
   """Draws one image of class `label` as uint8 [image_size, image_size, 3]."""
   size = image_size
-  # Background: a linear gradient between two random colours, at a random angle.
-  c0, c1 = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+  # Background: a gentle linear gradient from a random colour, at a random angle.
+  # Kept low-contrast (at most +-40 per channel) so that the shape stands out.
+  c0 = rng.uniform(0, 255, size=3).astype(np.float32)
+  c1 = np.clip(c0 + rng.uniform(-40, 40, size=3), 0, 255).astype(np.float32)
   theta = rng.uniform(0, 2 * np.pi)
   coords = np.linspace(-1, 1, size, dtype=np.float32)
   t = (np.cos(theta) * coords[None, :] + np.sin(theta) * coords[:, None] + 1.5) / 3.0
   background = c0 + t[..., None] * (c1 - c0)
 
-  # Clutter: thin lines and small dots, too small or thin to pass for a shape.
+  # Clutter: a few faint thin lines and small dots, too small, thin or faint to pass
+  # for a shape; drawn under the shape.
   clutter = Image.new("L", (size, size), 0)
   draw = ImageDraw.Draw(clutter)
-  for _ in range(rng.integers(2, 7)):
+  for _ in range(rng.integers(0, 4)):
     x0, y0, x1, y1 = rng.uniform(0, size, size=4)
     draw.line([(x0, y0), (x1, y1)], fill=int(rng.integers(80, 256)), width=1)
-  for _ in range(rng.integers(0, 6)):
+  for _ in range(rng.integers(0, 4)):
     x, y = rng.uniform(0, size, size=2)
-    r = rng.uniform(0.5, 0.04 * size)
+    r = rng.uniform(0.5, 0.03 * size)
     draw.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.integers(80, 256)))
   clutter_colour = rng.uniform(0, 255, size=3).astype(np.float32)
-  alpha = np.asarray(clutter, np.float32)[..., None] * (rng.uniform(0.3, 0.8) / 255)
+  alpha = np.asarray(clutter, np.float32)[..., None] * (rng.uniform(0.2, 0.5) / 255)
   background += alpha * (clutter_colour - background)
 
-  # Foreground colour with enough contrast to the mean background to be visible.
-  bg_lum = _luminance(background.mean(axis=(0, 1)))
-  for _ in range(20):
+  # Foreground colour with strong contrast to both ends of the background gradient.
+  lums = (_luminance(c0), _luminance(c1))
+  for _ in range(50):
     colour = rng.uniform(0, 255, size=3).astype(np.float32)
-    if abs(_luminance(colour) - bg_lum) > 60:
+    if min(abs(_luminance(colour) - lum) for lum in lums) > 90:
       break
   # The mask alone is drawn supersampled, then box-filtered: anti-aliased edges.
   mask = _draw_mask(CLASS_NAMES[label], size * _SUPERSAMPLE, rng).resize(
       (size, size), Image.BOX)
   mask = np.asarray(mask, np.float32)[..., None] / 255.0
   image = background + mask * (colour - background)
-  image += rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(0, 12)
+  image += rng.standard_normal(image.shape, dtype=np.float32) * rng.uniform(0, 6)
   return np.clip(image, 0, 255).astype(np.uint8)
 
 

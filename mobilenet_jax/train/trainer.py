@@ -176,6 +176,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return {"preempted_at_step": step}
   checkpointer.wait()
   checkpointer.close()
+  if not final_metrics:  # The workdir held a finished run: report on it again.
+    final_metrics = {"raw": evaluate(eval_step, state.variables, config, mesh),
+                     "ema": evaluate(eval_step, state.ema_variables, config, mesh)}
   logger.close()
 
   model_costs = costs.count_costs(model, config.data.image_size)

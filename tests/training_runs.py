@@ -1,0 +1,87 @@
+"""Runs `python -m mobilenet_jax.main` in subprocesses for the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_overrides(data_dir: str, **extra) -> list[str]:
+  """A deterministic tiny run: shapes10/tiny, 64 training images, no augmentation.
+
+  Each step takes the whole 64-image train split as its batch and nothing random
+  depends on where an example sits, so the run is the same computation however the
+  batch is split over devices and processes. Adam at a small rate keeps the loss
+  falling smoothly, so float rounding differences between layouts stay small.
+  """
+  settings = {
+      "data.name": "shapes10/tiny", "data.data_dir": data_dir,
+      "data.train_split": "train[:64]", "data.random_flip": False,
+      "data.crop_area_range": "(1.0, 1.0)", "data.crop_aspect_range": "(1.0, 1.0)",
+      "global_batch_size": 64, "eval_batch_size": 40, "num_train_steps": 6,
+      "log_every_steps": 1, "checkpoint_every_steps": 3, "model.dropout_rate": 0.0,
+      "model.bn_momentum": 0.9, "lr.warmup_epochs": 0.0, "lr.base": 0.004,
+      "label_smoothing": 0.0, "optimizer.name": "adamw", "weight_decay": 0.0,
+  }
+  settings.update(extra)
+  return [f"--config.{key}={value}" for key, value in settings.items()]
+
+
+def env_with_devices(count: int) -> dict:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def main_command(workdir: str, overrides: list[str],
+                 config: str = "configs/mobilenet_v1.py:runlocal") -> list[str]:
+  return [sys.executable, "-m", "mobilenet_jax.main", f"--config={config}",
+          f"--workdir={workdir}", *overrides]
+
+
+def run_main(workdir: str, overrides: list[str], devices: int = 1,
+             timeout: int = 400) -> subprocess.CompletedProcess:
+  """Runs training to the end in one process; raises with its output if it fails."""
+  proc = subprocess.run(main_command(workdir, overrides), cwd=REPO,
+                        env=env_with_devices(devices), capture_output=True, text=True,
+                        timeout=timeout)
+  if proc.returncode:
+    raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+  return proc
+
+
+def run_two_processes(workdir: str, overrides: list[str], devices_each: int = 4,
+                      timeout: int = 400) -> None:
+  """Two processes on this machine, joined by a JAX coordinator on 127.0.0.1."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  procs = [subprocess.Popen(
+      main_command(workdir, overrides) + [
+          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+          f"--process_id={i}"],
+      cwd=REPO, env=env_with_devices(devices_each), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=timeout) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    if p.returncode:
+      raise AssertionError(f"process failed ({p.returncode}):\n{err[-4000:]}")
+
+
+def read_metrics(workdir: str, split: str = "train") -> list[dict]:
+  """metrics.jsonl rows of `split`, without the timing fields."""
+  from mobilenet_jax.train.metrics_logging import TIMING_KEYS
+  rows = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      if row["split"] == split:
+        rows.append({k: v for k, v in row.items() if k not in TIMING_KEYS})
+  return rows
