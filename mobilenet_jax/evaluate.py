@@ -11,17 +11,14 @@ The loss is plain cross-entropy, without the label smoothing of training.
 
 from __future__ import annotations
 
-import functools
-
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
-import optax
 
-from mobilenet_jax import data
 from mobilenet_jax import restore
 from mobilenet_jax.errors import cli_main
+from mobilenet_jax.train import evaluation, sharding
+from mobilenet_jax.train.step import make_eval_step
 
 def define_flags():
   """Defines the command-line flags (only when run as a program, so that importing
@@ -36,42 +33,18 @@ def define_flags():
   flags.mark_flag_as_required("workdir")
 
 
-def _eval_sums(model, variables, batch):
-  """Masked sums of loss, top-1 and top-5 hits, and the example count."""
-  logits = model.apply(variables, batch["image"], train=False).astype(jnp.float32)
-  labels, mask = batch["label"], batch["mask"]
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-  hits = top == labels[:, None]
-  return {"loss": jnp.sum(loss * mask), "top1": jnp.sum(hits[:, 0] * mask),
-          "top5": jnp.sum(jnp.any(hits, axis=1) * mask), "count": jnp.sum(mask)}
-
-
 def evaluate(model, variables, data_config, batch_size: int,
              split: str | None = None) -> dict:
-  """{"loss", "top1", "top5", "count"} of `model` over one pass of `split`.
+  """{"loss", "top1", "top5", "num_examples"} of `model` over one pass of `split`.
 
   `variables` should be replicated over all devices (as `mobilenet_jax.load` gives
-  them); each batch is split over the devices on a "data" axis.
+  them); each batch is split over the devices of a "data" mesh axis.
   """
-  devices = jax.devices()
-  mesh = jax.sharding.Mesh(devices, ("data",))
-  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   # Every device needs an equal share; padding examples are masked out anyway.
-  batch_size = -(-batch_size // len(devices)) * len(devices)
-  step = jax.jit(functools.partial(_eval_sums, model))
-  totals = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
-  for batch in data.eval_batches(data_config, batch_size, split):
-    batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
-             for k, v in batch.items()}
-    for key, value in step(variables, batch).items():
-      totals[key] += float(value)  # float64 on the host: exact counts.
-  count = totals["count"]
-  if not count:
-    return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"),
-            "count": 0}
-  return {"loss": totals["loss"] / count, "top1": totals["top1"] / count,
-          "top5": totals["top5"] / count, "count": int(round(count))}
+  batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
+  eval_step = jax.jit(make_eval_step(model))
+  return evaluation.evaluate(eval_step, variables, data_config, batch_size,
+                             sharding.create_mesh(), split)
 
 
 def run(workdir: str, step: int | None = None, ema: bool = False,
@@ -97,7 +70,7 @@ def main(argv):
           FLAGS.batch_size)
   weights = "EMA weights" if FLAGS.ema else "weights"
   print(f"{FLAGS.workdir} ({weights}) on {m['split']}: loss {m['loss']:.4f}  "
-        f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['count']} examples)")
+        f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['num_examples']} examples)")
 
 
 if __name__ == "__main__":

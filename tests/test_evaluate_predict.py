@@ -69,7 +69,7 @@ def test_load_evaluate_predict_on_one_device(run_on_8, tmp_path):
   assert config.model.width == 0.25 and config.data.name == "shapes10/tiny"
 
   metrics = evaluate.run(run_on_8, batch_size=32)
-  assert metrics["count"] == 70 and metrics["split"] == "test"  # 7 per class.
+  assert metrics["num_examples"] == 70 and metrics["split"] == "test"  # 7 per class.
   assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
   assert np.isfinite(metrics["loss"])
 
@@ -137,7 +137,7 @@ def test_after_training(tmp_path, shapes_tiny_dir):
   assert "(70 examples)" in out.stdout
   metrics = evaluate.run(workdir)
   final = results["final"]["raw"]
-  assert metrics["count"] == 70
+  assert metrics["num_examples"] == 70
   np.testing.assert_allclose(metrics["top1"], final["top1"], atol=1e-6)
   np.testing.assert_allclose(metrics["loss"], final["loss"], rtol=1e-4)
   assert f"top-1 {results['final']['ema']['top1']:.4f}" in out.stdout

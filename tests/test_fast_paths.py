@@ -54,6 +54,18 @@ def test_depthwise_matches_grouped_conv(impl, strides, size, dtype):
   _assert_close(run(impl), run("xla"), dtype)
 
 
+@pytest.mark.parametrize("batch", [1, 3, 8])  # Scan chunks of 1, 1 and 4 images.
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("k", [3, 5])
+def test_shift_vjp_backward_any_batch_and_kernel_size(batch, strides, k):
+  # The hand-written backward splits the batch into scan chunks and pads by k.
+  x = jax.random.normal(jax.random.key(0), (batch, 7, 6, 3), jnp.float32)
+  kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 3), jnp.float32)
+  run = lambda name: _values_and_grads(
+      lambda a, b: depthwise.depthwise_conv(a, b, strides, name), x, kernel)
+  _assert_close(run("shift_vjp"), run("xla"), jnp.float32)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_pointwise_dot_matches_conv(dtype):
   x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7), jnp.float32).astype(dtype)
@@ -68,7 +80,7 @@ def test_pointwise_dot_matches_conv(dtype):
 
 
 def test_auto_picks_the_fast_paths_on_cpu_and_xla_elsewhere():
-  assert depthwise.resolve_impl("auto", "cpu") == "shift"
+  assert depthwise.resolve_impl("auto", "cpu") == "shift_vjp"
   assert resolve_pointwise_impl("auto", "cpu") == "dot"
   for backend in ("gpu", "tpu"):
     assert depthwise.resolve_impl("auto", backend) == "xla"

@@ -23,16 +23,14 @@ def runs(shapes_tiny_dir, tmp_path_factory):
 
 
 def _assert_same_run(a, b):
-  """Same losses: exactly at step 1 (same data, same initial weights), then within the
-  drift of float rounding that differs with the layout. Per-device BatchNorm or a
-  different batch would move the loss by far more than these tolerances."""
+  """The same losses step by step. Per-device BatchNorm statistics or a different
+  batch would change the loss at step 1 by far more than these tolerances; from step 2
+  on, the losses also check the gradients summed over devices and processes."""
   train_a, train_b = training_runs.read_metrics(a), training_runs.read_metrics(b)
-  assert [r["step"] for r in train_a] == [r["step"] for r in train_b] == list(range(1, 7))
-  np.testing.assert_allclose(train_a[0]["loss"], train_b[0]["loss"], rtol=1e-5)
-  for ra, rb in zip(train_a, train_b):
-    np.testing.assert_allclose(ra["loss"], rb["loss"], rtol=1e-2, err_msg="loss")
-    np.testing.assert_allclose(ra["top1"], rb["top1"], atol=2 / 64, err_msg="top1")
-    np.testing.assert_allclose(ra["learning_rate"], rb["learning_rate"], rtol=1e-6)
+  assert [r["step"] for r in train_a] == [r["step"] for r in train_b] == [1, 2, 3]
+  for row_a, row_b, rtol in zip(train_a, train_b, (1e-5, 1e-4, 1e-2)):
+    np.testing.assert_allclose(row_a["loss"], row_b["loss"], rtol=rtol)
+    np.testing.assert_allclose(row_a["learning_rate"], row_b["learning_rate"], rtol=1e-6)
   eval_a, eval_b = training_runs.read_metrics(a, "eval"), training_runs.read_metrics(b, "eval")
   np.testing.assert_allclose(eval_a[-1]["loss"], eval_b[-1]["loss"], rtol=2e-2)
   for key in ("top1", "top5", "ema_top1"):
@@ -42,12 +40,12 @@ def _assert_same_run(a, b):
 
 def test_training_on_one_device_learns(runs):
   train = training_runs.read_metrics(runs["one"])
-  # Six full-batch steps on 64 images: the loss falls and accuracy rises.
-  assert train[-1]["loss"] < train[0]["loss"] - 0.2
+  # Three full-batch steps on 64 images: the loss falls and accuracy rises.
+  assert train[-1]["loss"] < train[0]["loss"] - 0.15
   assert train[-1]["top1"] > train[0]["top1"]
   with open(os.path.join(runs["one"], "results.json")) as f:
     results = json.load(f)
-  assert results["device_count"] == 1 and results["steps"] == 6
+  assert results["device_count"] == 1 and results["steps"] == 3
   assert results["params"] > 0 and results["mult_adds"] > 0
   assert set(results["final"]) == {"raw", "ema"}
   assert results["final"]["raw"]["num_examples"] == 70

@@ -9,6 +9,7 @@ decode function that suits them. Nothing here downloads.
 from __future__ import annotations
 
 import abc
+import fcntl
 import functools
 import os
 import random
@@ -186,11 +187,7 @@ def _tfds_builder(name: str, data_dir: str | None):
   if builder.is_prepared():
     return builder
   if isinstance(builder, builtin_shapes.Shapes10):
-    logging.info("Generating the built-in dataset %s in %s.", name, builder.data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            try_download_gcs=False,
-            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    _generate_once(builder, name)
     return builder
   message = [
       f"Dataset {name!r} is not prepared: TFDS looked in {builder.data_dir!r} "
@@ -220,3 +217,25 @@ def _get_source(name: str, data_dir: str | None) -> Source:
 def get_source(data_config) -> Source:
   """The (cached) source for `config.data`'s name and data_dir."""
   return _get_source(data_config.name, data_config.data_dir)
+
+
+def _generate_once(builder, name: str) -> None:
+  """Generates the built-in dataset under a file lock.
+
+  Several processes may ask for it at once (the processes of a multi-host run, pytest
+  workers); the lock makes one generate it and the others reuse its files.
+  """
+  folder = os.path.dirname(builder.data_dir)
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, ".generate.lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if builder.is_prepared():
+        return
+      logging.info("Generating the built-in dataset %s in %s.", name, builder.data_dir)
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              try_download_gcs=False,
+              compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)

@@ -16,7 +16,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -24,6 +23,7 @@ from mobilenet_jax import costs, data, models
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
 from mobilenet_jax.train import (checkpointing, optimizers, preemption, sharding,
                                  transfer)
+from mobilenet_jax.train.evaluation import evaluate
 from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress
 from mobilenet_jax.train.state import create_train_state
 from mobilenet_jax.train.step import make_eval_step, make_train_step
@@ -55,18 +55,6 @@ def _check_finite(pending: list[tuple[int, dict]]) -> None:
 def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
   fetched = jax.device_get([m for _, m in pending])
   return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-
-
-def evaluate(eval_step, variables, config, mesh, split: str | None = None) -> dict:
-  """Loss, top-1 and top-5 over every example of the eval split, exactly once."""
-  totals = None
-  for local in data.eval_batches(config.data, config.eval_batch_size, split):
-    sums = eval_step(variables, sharding.global_batch(local, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = float(totals["count"])
-  return {"loss": float(totals["loss"]) / count, "top1": float(totals["top1"]) / count,
-          "top5": float(totals["top5"]) / count, "num_examples": int(count)}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -148,8 +136,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
         progress.pause()
         _check_finite(pending)
-        eval_metrics = evaluate(eval_step, state.variables, config, mesh)
-        ema_metrics = evaluate(eval_step, state.ema_variables, config, mesh)
+        eval_metrics = evaluate(eval_step, state.variables, config.data, config.eval_batch_size, mesh)
+        ema_metrics = evaluate(eval_step, state.ema_variables, config.data, config.eval_batch_size, mesh)
         logger.write(step, "eval", {**eval_metrics,
                                     **{f"ema_{k}": v for k, v in ema_metrics.items()}})
         logging.info("eval at step %d: top1 %.4f top5 %.4f (EMA top1 %.4f top5 %.4f)",
@@ -177,8 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer.wait()
   checkpointer.close()
   if not final_metrics:  # The workdir held a finished run: report on it again.
-    final_metrics = {"raw": evaluate(eval_step, state.variables, config, mesh),
-                     "ema": evaluate(eval_step, state.ema_variables, config, mesh)}
+    final_metrics = {"raw": evaluate(eval_step, state.variables, config.data, config.eval_batch_size, mesh),
+                     "ema": evaluate(eval_step, state.ema_variables, config.data, config.eval_batch_size, mesh)}
   logger.close()
 
   model_costs = costs.count_costs(model, config.data.image_size)
