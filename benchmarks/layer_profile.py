@@ -6,6 +6,7 @@ r"""Forward+backward time of one depthwise or 1x1 convolution per implementation
 Prints the median seconds of a jitted value-and-gradient (w.r.t. input and kernel) of
 each depthwise implementation and of the 1x1 convolution as XLA conv and as a dot, at
 one NHWC shape: the per-layer-type profile behind benchmarks/RESULTS.md.
+--shape=v1_128 runs the six depthwise shapes of MobileNet V1 at 128 input, batch 32.
 """
 
 from __future__ import annotations
@@ -55,8 +56,19 @@ def profile(shape: tuple[int, ...], strides: int) -> dict[str, float]:
   return results
 
 
+# (NHWC shape, strides) of every distinct depthwise layer of MobileNet V1, 128 input.
+V1_128 = (((32, 64, 64, 32), 1), ((32, 64, 64, 64), 2), ((32, 32, 32, 128), 1),
+          ((32, 16, 16, 256), 1), ((32, 8, 8, 512), 1), ((32, 4, 4, 1024), 1))
+
+
 if __name__ == "__main__":
   args = dict(arg.lstrip("-").split("=") for arg in sys.argv[1:])
-  shape = tuple(int(v) for v in args.get("shape", "32,56,56,128").split(","))
-  for key, seconds in profile(shape, int(args.get("strides", 1))).items():
-    print(f"{key:20} {seconds * 1e3:9.1f} ms")
+  if args.get("shape") == "v1_128":
+    runs = V1_128
+  else:
+    runs = ((tuple(int(v) for v in args.get("shape", "32,56,56,128").split(",")),
+             int(args.get("strides", 1))),)
+  for shape, strides in runs:
+    print(f"{shape} strides={strides}")
+    for key, seconds in profile(shape, strides).items():
+      print(f"  {key:20} {seconds * 1e3:9.1f} ms")

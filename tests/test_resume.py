@@ -82,13 +82,15 @@ def test_sigterm_saves_and_restart_resumes(shapes_tiny_dir, tmp_path):
 def test_nan_loss_stops_with_one_message_and_no_bad_checkpoint(shapes_tiny_dir, tmp_path):
   workdir = str(tmp_path / "diverged")
   overrides = training_runs.tiny_overrides(shapes_tiny_dir, **{
-      "optimizer.name": "sgd", "lr.base": 1e12, "checkpoint_every_steps": 1,
+      "optimizer.name": "sgd", "lr.base": "inf", "checkpoint_every_steps": 1,
       "num_train_steps": 6})
   proc = subprocess.run(training_runs.main_command(workdir, overrides),
                         cwd=training_runs.REPO, env=training_runs.env_with_devices(1),
                         capture_output=True, text=True, timeout=400)
   assert proc.returncode == 2, proc.stderr[-3000:]
-  message = proc.stderr.strip().splitlines()[-1]
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, proc.stderr[-3000:]
+  message = errors[0]
   assert message.startswith("error: the training loss became") and "at step" in message
   assert "Traceback" not in proc.stderr
   bad_step = int(message.split("at step ")[1].split(".")[0])

@@ -113,61 +113,64 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = data.train_batches(config.data, config.global_batch_size, config.seed,
                                start_step)
   final_metrics = {}
-  with preemption.PreemptionGuard() as guard:
-    step = start_step
-    while step < total_steps:
-      state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
-      step += 1
-      pending.append((step, metrics))
-      is_last = step == total_steps
-      if step % config.log_every_steps == 0 or is_last:
-        _check_finite(pending)
-        scalars = _mean_metrics(pending)
-        rates = progress.report(step, count_time=not first_interval)
-        first_interval = False
-        pending = []
-        logger.write(step, "train", {**scalars, **rates})
-        logging.info(
-            "step %d/%d  loss %.4f  top1 %.4f  lr %.4g | %.2f steps/s  %.0f img/s  "
-            "ETA %ds", step, total_steps, scalars["loss"], scalars["top1"],
-            scalars["learning_rate"], rates["steps_per_sec"], rates["images_per_sec"],
-            rates["eta_s"])
-      eval_metrics = None
-      if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
-        progress.pause()
-        _check_finite(pending)
-        eval_metrics = evaluate(eval_step, state.variables, config.data, config.eval_batch_size, mesh)
-        ema_metrics = evaluate(eval_step, state.ema_variables, config.data, config.eval_batch_size, mesh)
-        logger.write(step, "eval", {**eval_metrics,
-                                    **{f"ema_{k}": v for k, v in ema_metrics.items()}})
-        logging.info("eval at step %d: top1 %.4f top5 %.4f (EMA top1 %.4f top5 %.4f)",
-                     step, eval_metrics["top1"], eval_metrics["top5"],
-                     ema_metrics["top1"], ema_metrics["top5"])
-        final_metrics = {"raw": eval_metrics, "ema": ema_metrics}
-        progress.resume()
-      # A collective on several hosts, so that every host stops at the same step.
-      stop = guard.should_stop()
-      every = config.checkpoint_every_steps
-      if stop or is_last or (every and step % every == 0):
-        progress.pause()
-        _check_finite(pending)  # Never write a checkpoint of a diverged run.
-        checkpointer.save(state, metrics=eval_metrics, force=stop or is_last)
-        progress.resume()
-      if stop and not is_last:
-        checkpointer.wait()
-        checkpointer.close()
-        logger.close()
-        logging.warning("Preempted (SIGTERM): saved step %d in %s; run the same "
-                        "command again to resume.", step, workdir)
-        print(f"Preempted: saved a checkpoint at step {step} in {workdir}; run the same "
-              "command again to resume.", flush=True)
-        return {"preempted_at_step": step}
-  checkpointer.wait()
-  checkpointer.close()
-  if not final_metrics:  # The workdir held a finished run: report on it again.
-    final_metrics = {"raw": evaluate(eval_step, state.variables, config.data, config.eval_batch_size, mesh),
-                     "ema": evaluate(eval_step, state.ema_variables, config.data, config.eval_batch_size, mesh)}
-  logger.close()
+  run_eval = lambda variables: evaluate(eval_step, variables, config.data,
+                                       config.eval_batch_size, mesh)
+  try:
+    with preemption.PreemptionGuard() as guard:
+      step = start_step
+      while step < total_steps:
+        state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+        step += 1
+        pending.append((step, metrics))
+        is_last = step == total_steps
+        if step % config.log_every_steps == 0 or is_last:
+          _check_finite(pending)
+          scalars = _mean_metrics(pending)
+          rates = progress.report(step, count_time=not first_interval)
+          first_interval = False
+          pending = []
+          logger.write(step, "train", {**scalars, **rates})
+          logging.info(
+              "step %d/%d  loss %.4f  top1 %.4f  lr %.4g | %.2f steps/s  %.0f img/s  "
+              "ETA %ds", step, total_steps, scalars["loss"], scalars["top1"],
+              scalars["learning_rate"], rates["steps_per_sec"], rates["images_per_sec"],
+              rates["eta_s"])
+        eval_metrics = None
+        if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
+          progress.pause()
+          _check_finite(pending)
+          eval_metrics = run_eval(state.variables)
+          ema_metrics = run_eval(state.ema_variables)
+          logger.write(step, "eval", {**eval_metrics,
+                                      **{f"ema_{k}": v for k, v in ema_metrics.items()}})
+          logging.info("eval at step %d: top1 %.4f top5 %.4f (EMA top1 %.4f top5 %.4f)",
+                       step, eval_metrics["top1"], eval_metrics["top5"],
+                       ema_metrics["top1"], ema_metrics["top5"])
+          final_metrics = {"raw": eval_metrics, "ema": ema_metrics}
+          progress.resume()
+        # A collective on several hosts, so that every host stops at the same step.
+        stop = guard.should_stop()
+        every = config.checkpoint_every_steps
+        if stop or is_last or (every and step % every == 0):
+          progress.pause()
+          _check_finite(pending)  # Never write a checkpoint of a diverged run.
+          checkpointer.save(state, metrics=eval_metrics, force=stop or is_last)
+          progress.resume()
+        if stop and not is_last:
+          checkpointer.wait()
+          logging.warning("Preempted (SIGTERM): saved step %d in %s; run the same "
+                          "command again to resume.", step, workdir)
+          print(f"Preempted: saved a checkpoint at step {step} in {workdir}; run the same "
+                "command again to resume.", flush=True)
+          return {"preempted_at_step": step}
+    if not final_metrics:  # The workdir held a finished run: report on it again.
+      final_metrics = {"raw": run_eval(state.variables), "ema": run_eval(state.ema_variables)}
+  finally:
+    # A save still in flight must finish (or fail) before the process exits, also
+    # when training stops on an error.
+    checkpointer.wait()
+    checkpointer.close()
+    logger.close()
 
   model_costs = costs.count_costs(model, config.data.image_size)
   results = {
