@@ -22,14 +22,16 @@ shrink_for_local_run: the built-in shapes10 data at 32x32, width <= 0.25, 20 ste
 a whole sweep runs on a CPU in minutes. It checks the plumbing, not the accuracies.
 
 TPU VMs. A Cloud TPU VM slice of several hosts runs one JAX process per host, and
-every host must run the same program (mobilenet_jax.main picks the TPU environment up
-and calls jax.distributed.initialize()). Either run the launcher itself on every host
-at once, with a root that every host sees (a gs:// bucket: each host then skips the
-same finished runs and all of them start the same run together):
+every host must run the same program, with --distributed so that mobilenet_jax.main
+calls jax.distributed.initialize() (which finds the slice's hosts by itself). Either
+run the launcher itself on every host at once, with a root that every host sees (a
+gs:// bucket: each host then skips the same finished runs and all of them start the
+same run together):
 
   gcloud compute tpus tpu-vm ssh NAME --zone=ZONE --worker=all --command="\
       cd mobilenet-jax && python -m experiments.launch --sweep=table6 \
-      --root=gs://BUCKET/runs/table6 -- --config.data.data_dir=gs://BUCKET/tfds"
+      --root=gs://BUCKET/runs/table6 -- --distributed \
+      --config.data.data_dir=gs://BUCKET/tfds"
 
 or print the commands with --dry_run and run each one on a slice of its own, the
 same way (--worker=all --command="cd mobilenet-jax && python -m mobilenet_jax.main
