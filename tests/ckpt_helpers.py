@@ -18,9 +18,8 @@ from mobilenet_jax.train import state as state_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def config(**overrides):
-  """The runlocal MobileNet V1 config (width 0.25, 32x32, 10 classes)."""
-  cfg = mobilenet_v1.get_config("runlocal")
+def override(cfg, **overrides):
+  """Sets dotted keys ("lr.base"=...) of a ConfigDict; returns it."""
   for key, value in overrides.items():
     node = cfg
     *parents, leaf = key.split(".")
@@ -28,6 +27,11 @@ def config(**overrides):
       node = node[parent]
     node[leaf] = value
   return cfg
+
+
+def config(**overrides):
+  """The runlocal MobileNet V1 config (width 0.25, 32x32, 10 classes)."""
+  return override(mobilenet_v1.get_config("runlocal"), **overrides)
 
 
 def fake_params(size: int = 64, num_classes: int = 10, value=None):

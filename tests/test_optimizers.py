@@ -10,18 +10,13 @@ from configs import mobilenet_v1
 from mobilenet_jax import models
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.train import optimizers
+from tests import ckpt_helpers
 
 
 def _config(**overrides):
   config = mobilenet_v1.get_config()
   config.weight_decay = 0.0
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return ckpt_helpers.override(config, **overrides)
 
 
 def test_rmsprop_tf1_on_hand_checked_numbers():
