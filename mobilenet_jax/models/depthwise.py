@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax.errors import ConfigError
+from mobilenet_jax.models import validation
 
 
 def _grouped_conv(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
@@ -164,15 +164,9 @@ IMPLEMENTATIONS: dict[str, Callable[[jax.Array, jax.Array, int], jax.Array]] = {
 
 def resolve_impl(name: str, backend: str | None = None) -> str:
   """Maps "auto" to the fastest implementation for the backend; checks the name."""
-  if name == "auto":
-    backend = backend or jax.default_backend()
-    # shift_vjp: shift's forward, a faster backward: V1 training 2x (RESULTS.md).
-    return "shift_vjp" if backend == "cpu" else "xla"
-  if name not in IMPLEMENTATIONS:
-    raise ConfigError(
-        f"model.depthwise_impl={name!r} is unknown; allowed: "
-        f"{', '.join(['auto', *IMPLEMENTATIONS])}.")
-  return name
+  # shift_vjp: shift's forward, a faster backward: V1 training 2x (RESULTS.md).
+  return validation.resolve_backend_choice("model.depthwise_impl", name, IMPLEMENTATIONS,
+                                           "shift_vjp", "xla", backend)
 
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array, strides: int = 1,

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax.errors import ConfigError
+from mobilenet_jax.models import validation
 from mobilenet_jax.models.depthwise import DepthwiseConv
 
 # TF-slim's MobileNet initializer.
@@ -86,14 +86,8 @@ def resolve_pointwise_impl(name: str, backend: str | None = None) -> str:
   GPU and TPU keep XLA's convolution (not measured otherwise; their convolution
   emitters already treat 1x1 as a GEMM).
   """
-  if name == "auto":
-    backend = backend or jax.default_backend()
-    return "dot" if backend == "cpu" else "xla"
-  if name not in POINTWISE_IMPLS:
-    raise ConfigError(
-        f"model.pointwise_impl={name!r} is unknown; allowed: "
-        f"{', '.join(['auto', *POINTWISE_IMPLS])}.")
-  return name
+  return validation.resolve_backend_choice("model.pointwise_impl", name, POINTWISE_IMPLS,
+                                           "dot", "xla", backend)
 
 
 class PointwiseConv(nn.Module):

@@ -38,3 +38,13 @@ def check_resolution(height: int, width: int) -> None:
     raise ConfigError(
         f"input resolution {height}x{width} is too small: MobileNets need at least "
         f"{MIN_RESOLUTION}x{MIN_RESOLUTION} (set data.image_size / res >= {MIN_RESOLUTION}).")
+
+
+def resolve_backend_choice(field: str, name: str, allowed: Iterable[str], cpu_choice: str,
+                           accelerator_choice: str, backend: str | None = None) -> str:
+  """Maps "auto" to the formulation measured fastest on the backend; checks the name."""
+  if name == "auto":
+    import jax  # pylint: disable=g-import-not-at-top
+    return cpu_choice if (backend or jax.default_backend()) == "cpu" else accelerator_choice
+  check_choice(field, name, ("auto", *allowed))
+  return name
