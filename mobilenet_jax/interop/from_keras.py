@@ -97,7 +97,7 @@ LAYOUTS = {"v1": _v1_layers, "v2": _v2_layers}
 
 
 def _array(variable) -> np.ndarray:
-  return np.asarray(_keras().ops.convert_to_numpy(variable), np.float32)
+  return np.asarray(variable.numpy(), np.float32)
 
 
 def _layer_weights(layer, kind: str) -> dict[str, dict[str, np.ndarray]]:
@@ -178,9 +178,11 @@ def check_shapes(variables: dict, sources: dict[str, str], model, res: int,
   expected = _flat(jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, res, res, 3)), train=False)))
   got = _flat(variables)
-  for name, shape_struct in expected.items():
-    if name not in got:
-      raise KerasImportError(f"No Keras weight for {name}.")
+  missing = [name for name in expected if name not in got]
+  if missing:
+    raise KerasImportError(f"No Keras weight for {missing[0]}.")
+  for name in sources:  # In the network's order, so the first wrong layer is named.
+    shape_struct = expected[name]
     if got[name].shape != shape_struct.shape:
       raise KerasImportError(
           f"Keras layer {sources[name]!r} has {name.rsplit('/', 1)[-1]} of shape "
@@ -223,16 +225,16 @@ def check_layers(keras_model, res: int) -> dict:
 
 
 def _resolution(keras_model, res: int | None) -> int:
-  _, height, width, channels = keras_model.input_shape
-  if channels != 3 or height != width:
+  shape = tuple(keras_model.input_shape)
+  if len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
     raise KerasImportError(f"The Keras model takes {keras_model.input_shape[1:]} "
                            "inputs; only square RGB (channels-last) ones convert.")
-  if height is None:
+  if shape[1] is None:
     return res or 224
-  if res and res != height:
-    raise KerasImportError(f"The Keras model takes {height}x{height} inputs, not "
+  if res and res != shape[1]:
+    raise KerasImportError(f"The Keras model takes {shape[1]}x{shape[2]} inputs, not "
                            f"--res={res}.")
-  return int(height)
+  return int(shape[1])
 
 
 def _with_background(params: dict) -> dict:
@@ -269,8 +271,8 @@ def convert(keras_model, arch: str, width: float, res: int | None = None,
   if arch not in ARCHS:
     raise KerasImportError(f"--arch={arch!r}: choose v1 or v2.")
   res = _resolution(keras_model, res)
-  bn = check_layers(keras_model, res)
   variables, sources = keras_variables(keras_model, arch)
+  bn = check_layers(keras_model, res)
   keras_classes = variables["params"]["classifier"]["bias"].shape[0]
   num_classes = num_classes or keras_classes
   if num_classes not in (keras_classes, keras_classes + 1):
