@@ -252,8 +252,9 @@ def _evaluation_set(config, limit: int, seed: int = 0):
     size = config.data.image_size
     rng = np.random.default_rng(seed)
     images = rng.uniform(-1, 1, (min(limit, 100), size, size, 3)).astype(np.float32)
-    return images, None, (f"{len(images)} uniform random images (dataset unavailable: "
-                          f"{str(error).splitlines()[0][:120]})")
+    reason = str(error).split(". ")[0]
+    return images, None, (f"{len(images)} uniform random images (the run's dataset is "
+                          f"not available here: {reason})")
 
 
 def deployment_report(workdir: str, step: int | None = None, ema: bool = False,
