@@ -110,7 +110,7 @@ def test_deployment_report(run):
   assert rows[2]["bytes"] < rows[1]["bytes"]
   assert "threads=1" in note and "shapes10/tiny train, 100 images" in note
   table = export.format_report(rows, note)
-  assert table.count("\n| ") == 4  # Header and three rows.
+  assert table.count("\n| ") == 3  # Three rows under the header.
 
 
 def test_bad_requests_end_in_one_message(run, tmp_path):
