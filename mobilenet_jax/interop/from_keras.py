@@ -280,13 +280,13 @@ def convert(keras_model, arch: str, width: float, res: int | None = None,
         f"num_classes={num_classes}: the Keras classifier has {keras_classes}; choose "
         f"{keras_classes}, or {keras_classes + 1} to add a background class first.")
   dropout = keras_model.get_layer("dropout").rate if arch == "v1" else 0.0
-  labels = "slim" if num_classes == 1001 and keras_classes == 1000 else "keras"
+  # 1001 outputs follow TF-slim (background first), whether added here or in Keras.
+  labels = {1000: "keras", 1001: "slim"}.get(num_classes)
   provenance = {
       "framework": f"keras {_keras().__version__}",
       "model": f"keras.applications.{KERAS_FUNCTIONS[arch]} ({keras_model.name})",
       "weights": os.path.abspath(weights_file) if weights_file else "(in memory)",
-      "classes": (f"{num_classes}: {_CLASSES_NOTE[labels]}" if keras_classes in
-                  (1000, 1001) else f"{num_classes}: as the Keras model"),
+      "classes": f"{num_classes}: {_CLASSES_NOTE.get(labels, 'as the Keras model')}",
   }
   config = build_config(arch, float(width), res, keras_classes, bn, float(dropout),
                         provenance)
