@@ -24,7 +24,9 @@ support overview": jax2tf -> SavedModel -> TFLite converter).
   probabilities.
 - int8: full-integer post-training quantization (int8 weights and activations, int8
   input and output tensors), calibrated on --calibration_images images of the run's
-  own train split through its eval preprocessing (mobilenet_jax/data).
+  own train split through its eval preprocessing (mobilenet_jax/data). With
+  --input=uint8 the normalization (CAST, MUL, SUB) runs in float before the first
+  QUANTIZE.
 TFLite models run with the LiteRT interpreter (`ai-edge-litert`).
 """
 
