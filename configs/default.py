@@ -26,9 +26,6 @@ def get_config(arg: str | None = None):
   config.data.crop_area_range = (0.5, 1.0)
   config.model.width = 0.25
   config.model.num_classes = 10
-  # Eval uses BN running statistics; V1's 0.9997 averages over ~3k steps, more than
-  # this whole run, so they would still be mostly the initial values.
-  config.model.bn_momentum = 0.99
 
   config.global_batch_size = 64
   config.eval_batch_size = 500

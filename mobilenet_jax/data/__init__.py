@@ -25,7 +25,7 @@ from mobilenet_jax.data.errors import DatasetNotFoundError
 
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "eval_batches",
-    "get_dataset_info", "load_image_file", "train_batches"]
+    "get_dataset_info", "load_image_file", "resolve_split", "train_batches"]
 
 
 def _pipeline():
@@ -52,6 +52,12 @@ def get_dataset_info(data_config) -> DatasetInfo:
           source.resolve_split(data_config.train_split)),
       num_eval_examples=source.num_examples(
           source.resolve_split(data_config.eval_split)))
+
+
+def resolve_split(data_config, split: str) -> str:
+  """The split `split` names in this dataset ("validation" may become "val" or
+  "test" where it is absent)."""
+  return _pipeline().sources.get_source(data_config).resolve_split(split)
 
 
 def train_batches(data_config, global_batch_size: int, seed: int, start_step: int = 0,

@@ -46,7 +46,9 @@ _BEST_METRIC_ALIASES = (BEST_METRIC, "eval/top1", "top1", "eval/top_1", "top_1",
 
 # Config entries that may differ between a checkpoint and the run restoring it: they
 # do not change the state (same parameters, other kernels).
-_RUNTIME_ONLY_KEYS = ("model.depthwise_impl", "model.pointwise_impl")
+_RUNTIME_ONLY_KEYS = ("model.depthwise_impl", "model.pointwise_impl",
+                      # Chosen from the run length when unset (train/batchnorm.py).
+                      "model.bn_momentum")
 
 
 def checkpoint_dir(workdir: str) -> str:
