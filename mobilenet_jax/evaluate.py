@@ -73,6 +73,11 @@ def main(argv):
         f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['num_examples']} examples)")
 
 
-if __name__ == "__main__":
+def run():
+  """The `mobilenet-evaluate` console script."""
   define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

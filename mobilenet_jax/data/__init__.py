@@ -25,7 +25,8 @@ from mobilenet_jax.data.errors import DatasetNotFoundError
 
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "eval_batches",
-    "get_dataset_info", "load_image_file", "resolve_split", "train_batches"]
+    "get_dataset_info", "load_image_file", "read_image_file", "resolve_split",
+    "train_batches"]
 
 
 def _pipeline():
@@ -84,6 +85,14 @@ def eval_batches(data_config, global_batch_size: int, split: str | None = None,
   """
   return _pipeline().eval_batches(data_config, global_batch_size, split,
                                   process_index, process_count)
+
+
+def read_image_file(path: str) -> np.ndarray:
+  """One image file decoded to RGB uint8 [H, W, 3] (grey, palette, RGBA, CMYK...).
+
+  Raises FileNotFoundError, or CorruptImageError naming the file.
+  """
+  return _pipeline().read_image_file(path)
 
 
 def load_image_file(path: str, data_config) -> np.ndarray:

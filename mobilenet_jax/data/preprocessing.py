@@ -75,3 +75,27 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
                                         image_size)
   image = normalize(tf.clip_by_value(image, 0.0, 255.0))
   return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def eval_images(images, image_size: int, crop_fraction: float = 0.875):
+  """The eval transform on numpy images: float32 [N, S, S, 3] in [-1, 1].
+
+  `images`: one uint8 image [H, W, 3] (or [H, W] grey), a batch [N, H, W, 3], or a
+  list of images of any sizes. Float inputs are taken as pixels in [0, 255].
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if isinstance(images, np.ndarray) and images.ndim == 4:
+    images = list(images)
+  elif not isinstance(images, (list, tuple)):
+    images = [images]
+  out = []
+  for image in images:
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+      raise ValueError(f"Expected images of shape [H, W, 3] (or grey [H, W]), got "
+                       f"{image.shape}.")
+    image = np.broadcast_to(image[..., :3], image.shape[:2] + (3,))
+    out.append(eval_preprocess(tf.constant(image), image_size, crop_fraction).numpy())
+  return np.stack(out)
