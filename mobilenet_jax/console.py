@@ -9,8 +9,10 @@ shows everything again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 
 from absl import flags
@@ -22,12 +24,21 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _NOISY_WARNING_LOGGERS = ("tensorflow",)
 
 
+# Warnings about what this package does on purpose: checkpoints between evaluations
+# carry no metrics (the latest-N policy keeps them, the best-of policy ignores them).
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",)
+
+
 class _OwnInfoOnly(logging.Filter):
   """Passes WARNING and above from anyone, lower levels only from this package."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return (record.levelno >= logging.WARNING
-            or os.path.abspath(record.pathname).startswith(_PACKAGE_DIR))
+    if os.path.abspath(record.pathname).startswith(_PACKAGE_DIR):
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    message = str(record.msg)
+    return not any(message.startswith(text) for text in _EXPECTED_WARNINGS)
 
 
 def verbosity_requested() -> bool:
@@ -45,7 +56,6 @@ def configure(quiet: bool | None = None) -> None:
     quiet = not verbosity_requested()
   if not quiet:
     return
-  # TensorFlow's C++ INFO lines ("oneDNN custom operations are on", ...).
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
@@ -53,7 +63,25 @@ def configure(quiet: bool | None = None) -> None:
   for name in _NOISY_WARNING_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)
   warnings.filterwarnings("ignore", category=DeprecationWarning)
-  # TensorFlow through _tf, which first hides the accelerators from it.
-  from mobilenet_jax.data import _tf  # pylint: disable=g-import-not-at-top,unused-import
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with _stderr_silenced():
+    # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", "This
+    # TensorFlow binary is optimized ...") go straight to file descriptor 2 while
+    # it loads, whatever TF_CPP_MIN_LOG_LEVEL says. _tf first hides the
+    # accelerators from TensorFlow.
+    from mobilenet_jax.data import _tf  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # tqdm bars with escape codes, also in log files.
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+  """Points file descriptor 2 at /dev/null for the block (C++ writes included)."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)

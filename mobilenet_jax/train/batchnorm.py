@@ -57,7 +57,7 @@ def resolve_momentum(config: ml_collections.ConfigDict, total_steps: int
   if momentum is None:
     config = config.copy_and_resolve_references()
     config.model.bn_momentum = auto_momentum(config.model.name, total_steps)
-    logging.info("model.bn_momentum=%.5g for a run of %d steps (%.1g%% of the initial "
+    logging.info("model.bn_momentum=%.5g for a run of %d steps (%.2g%% of the initial "
                  "BatchNorm statistics left at the end).", config.model.bn_momentum,
                  total_steps, 100 * initial_share(config.model.bn_momentum, total_steps))
     return config
