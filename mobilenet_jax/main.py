@@ -69,6 +69,7 @@ def main(argv):
 
 def run():
   """The `mobilenet-train` console script."""
+  console.help_shows_flags_of(__name__)
   app.run(cli_main(main), argv=config_files.resolve_argv(sys.argv))
 
 

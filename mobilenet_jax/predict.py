@@ -19,6 +19,7 @@ import mobilenet_jax
 from mobilenet_jax import data
 from mobilenet_jax import restore
 from mobilenet_jax.errors import DataError
+from mobilenet_jax import console
 from mobilenet_jax.errors import cli_main
 
 
@@ -70,6 +71,7 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
 @cli_main
 def main(argv):
   """The command-line program."""
+  console.configure()
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   paths = argv[1:]
   if not paths:
@@ -89,6 +91,7 @@ def main(argv):
 def run():
   """The `mobilenet-predict` console script."""
   define_flags()
+  console.help_shows_flags_of(__name__)
   app.run(main)
 
 
