@@ -57,17 +57,22 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
   (reference facts, section 6). Resizing first matters for small images: cropping
   first rounds the crop to whole source pixels and its offset up, so an 8x8 digit
   lost its top row and left column (a 7x7 crop at (1, 1)), a view training rarely
-  shows (TF's crop sampler keeps offset 0 at such sizes); that cost 25 points of
-  top-1. Here the crop is centred to within half a pixel of the resized image.
+  shows (TF's crop sampler keeps offset 0 at such sizes); that cost 25-35 points of
+  top-1 on scikit-learn's digits. Here the crop is exactly central.
   On large images (ImageNet) both orders give the same pixels up to rounding.
   """
   shape = tf.shape(image)
   height = tf.cast(shape[0], tf.float32)
   width = tf.cast(shape[1], tf.float32)
   scale = image_size / (crop_fraction * tf.minimum(height, width))
-  # At least S on each side, whatever the rounding.
-  new_height = tf.maximum(image_size, tf.cast(tf.round(height * scale), tf.int32))
-  new_width = tf.maximum(image_size, tf.cast(tf.round(width * scale), tf.int32))
+
+  def resized(length):
+    # Rounded so that the margin around the crop is even: the crop is then exactly
+    # central (at most one pixel of fraction lost: 36 instead of 36.57 for 32).
+    margin = tf.cast(tf.round((length * scale - image_size) / 2), tf.int32)
+    return image_size + 2 * tf.maximum(margin, 0)
+
+  new_height, new_width = resized(height), resized(width)
   image = tf.image.resize(image, [new_height, new_width], method="bilinear",
                           antialias=True)
   image = tf.image.crop_to_bounding_box(image, (new_height - image_size) // 2,
