@@ -165,7 +165,7 @@ def main(argv):
     print(format_table(costs, title))
 
 
-def run():
+def console_main():
   """The `mobilenet-costs` console script (and `python -m mobilenet_jax.costs`)."""
   global _FLAGS  # pylint: disable=global-statement
   from absl import app, flags  # pylint: disable=g-import-not-at-top
@@ -184,4 +184,4 @@ def run():
 
 
 if __name__ == "__main__":
-  run()
+  console_main()

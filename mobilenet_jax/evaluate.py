@@ -75,7 +75,7 @@ def main(argv):
         f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['num_examples']} examples)")
 
 
-def run():
+def console_main():
   """The `mobilenet-evaluate` console script."""
   define_flags()
   console.help_shows_flags_of(__name__)
@@ -83,4 +83,4 @@ def run():
 
 
 if __name__ == "__main__":
-  run()
+  console_main()

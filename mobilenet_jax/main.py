@@ -67,11 +67,11 @@ def main(argv):
           f"Results in {os.path.join(_WORKDIR.value, 'results.json')}", flush=True)
 
 
-def run():
+def console_main():
   """The `mobilenet-train` console script."""
   console.help_shows_flags_of(__name__)
   app.run(cli_main(main), argv=config_files.resolve_argv(sys.argv))
 
 
 if __name__ == "__main__":
-  run()
+  console_main()

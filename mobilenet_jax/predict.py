@@ -88,7 +88,7 @@ def main(argv):
       print(f"  {prob:.4f}  {names[index]} ({index})")
 
 
-def run():
+def console_main():
   """The `mobilenet-predict` console script."""
   define_flags()
   console.help_shows_flags_of(__name__)
@@ -96,4 +96,4 @@ def run():
 
 
 if __name__ == "__main__":
-  run()
+  console_main()

@@ -2,6 +2,7 @@
 and the public eval transform `mobilenet_jax.preprocess`."""
 
 import importlib
+import inspect
 import os
 import tomllib
 
@@ -32,7 +33,10 @@ def test_pyproject_matches_the_package():
     assert name in project["scripts"]
   for target in project["scripts"].values():
     module, function = target.split(":")
-    assert callable(getattr(importlib.import_module(module), function))
+    entry = getattr(importlib.import_module(module), function)
+    # Console scripts are called with no arguments.
+    assert not [p for p in inspect.signature(entry).parameters.values()
+                if p.default is inspect.Parameter.empty]
 
 
 def test_config_paths_resolve_from_any_directory(tmp_path, monkeypatch):
