@@ -46,7 +46,7 @@ def get_config(arg: str | None = None):
   config.label_smoothing = 0.0  # The V1 paper used none.
   config.ema_decay = 0.99  # Short run: average over ~100 steps.
 
-  config.log_every_steps = 100
+  config.log_every_steps = 200  # ~19 console lines for the whole run.
   config.eval_every_steps = 0  # Evaluate at the end only.
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
