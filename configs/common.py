@@ -133,6 +133,11 @@ def train_config() -> ml_collections.ConfigDict:
   config.init_from.step = -1  # -1 = latest.
   config.init_from.backbone_only = False  # New classifier for a new class count.
   config.init_from.freeze_backbone = False
+  # With freeze_backbone: BatchNorm normalizes with its running statistics during
+  # training as well (Keras' transfer-learning recipe, base_model(x, training=False)),
+  # so training and evaluation see the same network. False: batch statistics in
+  # training, running statistics kept unchanged.
+  config.init_from.freeze_bn = True
   return config
 
 

@@ -44,7 +44,11 @@ def model_config(arg):
   # The reference code uses ReLU6; the paper text says ReLU.
   model.activation = arg.activation
   model.dropout_rate = 0.001  # TF-slim V1: keep probability 0.999.
-  model.bn_momentum = 0.9997  # TF-slim V1 batch-norm decay.
+  # None: chosen from the run length T (mobilenet_jax/train/batchnorm.py):
+  # 1 - 40 / T, at least 0.9 and at most TF-slim V1's batch-norm decay 0.9997 (reached
+  # from ~133k steps: the ImageNet recipe), so that short runs evaluate with running
+  # statistics of their final weights. A number fixes it.
+  model.bn_momentum = ml_collections.FieldReference(None, field_type=float)
   model.bn_epsilon = 1e-3  # Every reference implementation.
   model.dtype = arg.dtype
   # Depthwise convolution implementation (mobilenet_jax/models/depthwise.py).

@@ -48,7 +48,10 @@ def model_config(arg):
   model.width = arg.width
   model.num_classes = arg.num_classes
   model.dropout_rate = 0.2  # TF-slim V2: keep probability 0.8.
-  model.bn_momentum = 0.997  # TF-slim V2 batch-norm decay.
+  # None: chosen from the run length T (mobilenet_jax/train/batchnorm.py):
+  # 1 - 40 / T, at least 0.9 and at most TF-slim V2's batch-norm decay 0.997
+  # (reached from ~13k steps). A number fixes it.
+  model.bn_momentum = ml_collections.FieldReference(None, field_type=float)
   model.bn_epsilon = 1e-3
   model.dtype = arg.dtype
   model.depthwise_impl = "auto"

@@ -165,16 +165,23 @@ def main(argv):
     print(format_table(costs, title))
 
 
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
+def console_main():
+  """The `mobilenet-costs` console script (and `python -m mobilenet_jax.costs`)."""
+  global _FLAGS  # pylint: disable=global-statement
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-  from mobilenet_jax.errors import cli_main
+  from mobilenet_jax import config_files  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax.errors import cli_main  # pylint: disable=g-import-not-at-top
 
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:args].",
-                                            lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "Config file[:args].",
+                                  lock_config=True)
   flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
   flags.DEFINE_bool("layers", False, "With --json, include every layer.")
   flags.mark_flags_as_required(["config"])
   _FLAGS = flags.FLAGS
-  app.run(cli_main(main))
+  app.run(cli_main(main), argv=config_files.resolve_argv(sys.argv))
+
+
+if __name__ == "__main__":
+  console_main()

@@ -16,6 +16,7 @@ from absl import flags
 import jax
 
 from mobilenet_jax import restore
+from mobilenet_jax import console
 from mobilenet_jax.errors import cli_main
 from mobilenet_jax.train import evaluation, sharding
 from mobilenet_jax.train.step import make_eval_step
@@ -63,6 +64,7 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
 @cli_main
 def main(argv):
   """The command-line program."""
+  console.configure()
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -73,6 +75,12 @@ def main(argv):
         f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['num_examples']} examples)")
 
 
-if __name__ == "__main__":
+def console_main():
+  """The `mobilenet-evaluate` console script."""
   define_flags()
+  console.help_shows_flags_of(__name__)
   app.run(main)
+
+
+if __name__ == "__main__":
+  console_main()

@@ -6,15 +6,19 @@ r"""Trains and evaluates a MobileNet.
 
 Running again in the same workdir resumes from its latest checkpoint. Several
 processes (multi-host TPU/GPU) call `jax.distributed.initialize()`: with --distributed,
-or automatically where the cluster environment announces itself.
+or automatically where the cluster environment announces itself. The console shows
+one line per log interval; `--verbosity=0` adds every library's INFO logs.
+Installed with pip, the same program is `mobilenet-train`.
 """
 
 import logging as py_logging
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mobilenet_jax import config_files, console
 from mobilenet_jax.errors import cli_main
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,6 +43,7 @@ def main(argv):
   """absl entry point."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  console.configure()  # Before TensorFlow and Orbax are imported.
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
@@ -54,12 +59,19 @@ def main(argv):
   results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   final = results.get("final", {})
   if final:
-    print(f"Final test top-1 {final['raw']['top1']:.4f} (EMA {final['ema']['top1']:.4f}), "
+    print(f"Final {results['eval_split']} top-1 {final['raw']['top1']:.4f} "
+          f"(EMA {final['ema']['top1']:.4f}), "
           f"top-5 {final['raw']['top5']:.4f}, over {final['raw']['num_examples']} "
           f"examples; {results['wall_time_s']:.0f} s, "
           f"{results['train_images_per_sec']:.0f} train images/s. "
           f"Results in {os.path.join(_WORKDIR.value, 'results.json')}", flush=True)
 
 
+def console_main():
+  """The `mobilenet-train` console script."""
+  console.help_shows_flags_of(__name__)
+  app.run(cli_main(main), argv=config_files.resolve_argv(sys.argv))
+
+
 if __name__ == "__main__":
-  app.run(cli_main(main))
+  console_main()

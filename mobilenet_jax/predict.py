@@ -15,9 +15,11 @@ from absl import flags
 import jax
 import numpy as np
 
+import mobilenet_jax
 from mobilenet_jax import data
 from mobilenet_jax import restore
 from mobilenet_jax.errors import DataError
+from mobilenet_jax import console
 from mobilenet_jax.errors import cli_main
 
 
@@ -53,11 +55,13 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
   images = []
   for path in paths:
     try:
-      images.append(data.load_image_file(path, data_config))
+      images.append(data.read_image_file(path))
     except FileNotFoundError as error:
       raise DataError(str(error)) from None
-  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-      variables, np.stack(images))
+  # The run's eval transform (mobilenet_jax.preprocess), as in evaluation.
+  batch = mobilenet_jax.preprocess(images, data_config.image_size,
+                                   data_config.eval_crop_fraction)
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
   top_k = min(top_k, probs.shape[-1])
   order = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
@@ -67,6 +71,7 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
 @cli_main
 def main(argv):
   """The command-line program."""
+  console.configure()
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   paths = argv[1:]
   if not paths:
@@ -83,6 +88,12 @@ def main(argv):
       print(f"  {prob:.4f}  {names[index]} ({index})")
 
 
-if __name__ == "__main__":
+def console_main():
+  """The `mobilenet-predict` console script."""
   define_flags()
+  console.help_shows_flags_of(__name__)
   app.run(main)
+
+
+if __name__ == "__main__":
+  console_main()

@@ -25,7 +25,8 @@ from mobilenet_jax.data.errors import DatasetNotFoundError
 
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "eval_batches",
-    "get_dataset_info", "load_image_file", "train_batches"]
+    "get_dataset_info", "load_image_file", "read_image_file", "resolve_split",
+    "train_batches"]
 
 
 def _pipeline():
@@ -54,6 +55,12 @@ def get_dataset_info(data_config) -> DatasetInfo:
           source.resolve_split(data_config.eval_split)))
 
 
+def resolve_split(data_config, split: str) -> str:
+  """The split `split` names in this dataset ("validation" may become "val" or
+  "test" where it is absent)."""
+  return _pipeline().sources.get_source(data_config).resolve_split(split)
+
+
 def train_batches(data_config, global_batch_size: int, seed: int, start_step: int = 0,
                   process_index=None, process_count=None
                   ) -> Iterator[dict[str, np.ndarray]]:
@@ -78,6 +85,14 @@ def eval_batches(data_config, global_batch_size: int, split: str | None = None,
   """
   return _pipeline().eval_batches(data_config, global_batch_size, split,
                                   process_index, process_count)
+
+
+def read_image_file(path: str) -> np.ndarray:
+  """One image file decoded to RGB uint8 [H, W, 3] (grey, palette, RGBA, CMYK...).
+
+  Raises FileNotFoundError, or CorruptImageError naming the file.
+  """
+  return _pipeline().read_image_file(path)
 
 
 def load_image_file(path: str, data_config) -> np.ndarray:

@@ -184,13 +184,18 @@ def eval_batches(data_config, global_batch_size: int, split: str | None = None,
                                      process_index, process_count))
 
 
-def load_image_file(path: str, data_config) -> np.ndarray:
-  """Eval preprocessing of one image file: float32 [S, S, 3] in [-1, 1]."""
+def read_image_file(path: str) -> np.ndarray:
+  """One image file decoded to RGB uint8 [H, W, 3]."""
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"Image file not found: {path!r}")
   with tf.io.gfile.GFile(path, "rb") as f:
     data = f.read()
-  image = decode.decode_with_pil(data, path)
-  image = preprocessing.eval_preprocess(tf.constant(image), data_config.image_size,
+  return decode.decode_with_pil(data, path)
+
+
+def load_image_file(path: str, data_config) -> np.ndarray:
+  """Eval preprocessing of one image file: float32 [S, S, 3] in [-1, 1]."""
+  image = preprocessing.eval_preprocess(tf.constant(read_image_file(path)),
+                                        data_config.image_size,
                                         data_config.eval_crop_fraction)
   return image.numpy()

@@ -1,9 +1,9 @@
 """Paper-faithful preprocessing (reference facts, section 6), with stateless randomness.
 
 Train: Inception-style random crop (random area and aspect ratio), resize, random
-horizontal flip. Eval: central square crop covering `crop_fraction` (0.875) of the
-shorter side, resized: the same as resizing to image_size / 0.875 and cropping the
-center. Pixels go to [-1, 1] (x / 127.5 - 1), as TF-slim and Keras MobileNets expect.
+horizontal flip. Eval: resize so that the shorter side is image_size / crop_fraction
+(0.875), then crop the centre. Pixels go to [-1, 1] (x / 127.5 - 1), as TF-slim and
+Keras MobileNets expect.
 """
 
 from __future__ import annotations
@@ -50,14 +50,57 @@ def train_preprocess(image: tf.Tensor, seed: tf.Tensor, image_size: int,
 
 def eval_preprocess(image: tf.Tensor, image_size: int,
                     crop_fraction: float = 0.875) -> tf.Tensor:
-  """Central crop + resize of a uint8 [H, W, 3] image; float32 [S, S, 3]."""
+  """Resize, then central crop, of a uint8 [H, W, 3] image; float32 [S, S, 3].
+
+  The image is resized (aspect kept) so that its shorter side is S / crop_fraction,
+  then the central S x S is cut: the crop covers `crop_fraction` of the shorter side
+  (reference facts, section 6). Resizing first matters for small images: cropping
+  first rounds the crop to whole source pixels and its offset up, so an 8x8 digit
+  lost its top row and left column (a 7x7 crop at (1, 1)), a view training rarely
+  shows (TF's crop sampler keeps offset 0 at such sizes); that cost 25-35 points of
+  top-1 on scikit-learn's digits. Here the crop is exactly central.
+  On large images (ImageNet) both orders give the same pixels up to rounding.
+  """
   shape = tf.shape(image)
-  height, width = shape[0], shape[1]
-  side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * crop_fraction,
-                 tf.int32)
-  side = tf.maximum(side, 1)
-  top = (height - side + 1) // 2
-  left = (width - side + 1) // 2
-  image = tf.image.crop_to_bounding_box(image, top, left, side, side)
-  image = normalize(_resize(image, image_size))
+  height = tf.cast(shape[0], tf.float32)
+  width = tf.cast(shape[1], tf.float32)
+  scale = image_size / (crop_fraction * tf.minimum(height, width))
+
+  def resized(length):
+    # Rounded so that the margin around the crop is even: the crop is then exactly
+    # central (at most one pixel of fraction lost: 36 instead of 36.57 for 32).
+    margin = tf.cast(tf.round((length * scale - image_size) / 2), tf.int32)
+    return image_size + 2 * tf.maximum(margin, 0)
+
+  new_height, new_width = resized(height), resized(width)
+  image = tf.image.resize(image, [new_height, new_width], method="bilinear",
+                          antialias=True)
+  image = tf.image.crop_to_bounding_box(image, (new_height - image_size) // 2,
+                                        (new_width - image_size) // 2, image_size,
+                                        image_size)
+  image = normalize(tf.clip_by_value(image, 0.0, 255.0))
   return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def eval_images(images, image_size: int, crop_fraction: float = 0.875):
+  """The eval transform on numpy images: float32 [N, S, S, 3] in [-1, 1].
+
+  `images`: one uint8 image [H, W, 3] (or [H, W] grey), a batch [N, H, W, 3], or a
+  list of images of any sizes. Float inputs are taken as pixels in [0, 255].
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if isinstance(images, np.ndarray) and images.ndim == 4:
+    images = list(images)
+  elif not isinstance(images, (list, tuple)):
+    images = [images]
+  out = []
+  for image in images:
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+      raise ValueError(f"Expected images of shape [H, W, 3] (or grey [H, W]), got "
+                       f"{image.shape}.")
+    image = np.broadcast_to(image[..., :3], image.shape[:2] + (3,))
+    out.append(eval_preprocess(tf.constant(image), image_size, crop_fraction).numpy())
+  return np.stack(out)

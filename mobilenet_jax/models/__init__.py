@@ -13,29 +13,37 @@ from mobilenet_jax.models.mobilenet_v1 import MobileNetV1
 from mobilenet_jax.models.mobilenet_v2 import MobileNetV2
 from mobilenet_jax.models.validation import check_choice
 
-__all__ = ["MobileNetV1", "MobileNetV2", "create", "init_variables", "MODELS", "DTYPES"]
+__all__ = ["MobileNetV1", "MobileNetV2", "create", "init_variables", "MODELS", "DTYPES",
+           "REFERENCE_BN_MOMENTUM"]
 
 MODELS = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# BatchNorm decay of the reference implementations (reference facts, section 1:
+# TF-slim V1 0.9997, TF-slim V2 0.997); used when config.model.bn_momentum is None
+# (see mobilenet_jax/train/batchnorm.py for how a training run chooses it).
+REFERENCE_BN_MOMENTUM = {"mobilenet_v1": 0.9997, "mobilenet_v2": 0.997}
 
 
-def create(model_config, bn_group_size: int = 0) -> nn.Module:
+def create(model_config, bn_group_size: int = 0, frozen_bn: bool = False) -> nn.Module:
   """Builds the network that `config.model` describes.
 
   `bn_group_size` > 0 computes BatchNorm statistics over groups of that many examples
-  instead of the whole batch (a training choice, so it comes from outside the model
-  section).
+  instead of the whole batch; `frozen_bn` normalizes with the running statistics in
+  training too (a frozen backbone). Both are training choices, so they come from
+  outside the model section.
   """
   check_choice("model.name", model_config.name, MODELS)
   check_choice("model.dtype", model_config.get("dtype", "float32"), DTYPES)
   if bn_group_size < 0:
     raise ConfigError(f"bn_group_size must be >= 0, got {bn_group_size}.")
+  momentum = model_config.get("bn_momentum")
+  if momentum is None:
+    momentum = REFERENCE_BN_MOMENTUM[model_config.name]
   kwargs = dict(
       num_classes=model_config.num_classes,
       width=model_config.width,
       dropout_rate=model_config.dropout_rate,
-      norm=norm_factory(model_config.bn_momentum, model_config.bn_epsilon,
-                        bn_group_size),
+      norm=norm_factory(momentum, model_config.bn_epsilon, bn_group_size, frozen_bn),
       depthwise_impl=resolve_impl(model_config.get("depthwise_impl", "auto")),
       pointwise_impl=resolve_pointwise_impl(model_config.get("pointwise_impl", "auto")),
       dtype=DTYPES[model_config.get("dtype", "float32")],

@@ -33,13 +33,16 @@ class BatchNorm(nn.Module):
   `group_size` normalizes each consecutive group of that many examples by its own
   statistics, as the per-core BatchNorm of the reference TPU training did; the running
   averages then track the mean of the group statistics. Statistics are computed in
-  float32 whatever the compute dtype.
+  float32 whatever the compute dtype. `frozen` normalizes with the running statistics
+  (and leaves them alone) in training too, as Keras' transfer recipe runs a frozen
+  base model with `training=False`.
   """
 
   momentum: float = 0.99
   epsilon: float = 1e-3
   group_size: int = 0
   dtype: Any = jnp.float32
+  frozen: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -50,7 +53,7 @@ class BatchNorm(nn.Module):
                                  jnp.float32)
     running_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
 
-    if use_running_average:
+    if use_running_average or self.frozen:
       mean, var = running_mean.value, running_var.value
       y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
     else:
@@ -202,7 +205,8 @@ class InvertedResidual(nn.Module):
     return y
 
 
-def norm_factory(momentum: float, epsilon: float, group_size: int) -> Callable[..., nn.Module]:
+def norm_factory(momentum: float, epsilon: float, group_size: int,
+                 frozen: bool = False) -> Callable[..., nn.Module]:
   """A BatchNorm constructor with the config's momentum, epsilon and grouping."""
   return functools.partial(BatchNorm, momentum=momentum, epsilon=epsilon,
-                           group_size=group_size)
+                           group_size=group_size, frozen=frozen)

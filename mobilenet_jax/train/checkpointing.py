@@ -46,7 +46,9 @@ _BEST_METRIC_ALIASES = (BEST_METRIC, "eval/top1", "top1", "eval/top_1", "top_1",
 
 # Config entries that may differ between a checkpoint and the run restoring it: they
 # do not change the state (same parameters, other kernels).
-_RUNTIME_ONLY_KEYS = ("model.depthwise_impl", "model.pointwise_impl")
+_RUNTIME_ONLY_KEYS = ("model.depthwise_impl", "model.pointwise_impl",
+                      # Chosen from the run length when unset (train/batchnorm.py).
+                      "model.bn_momentum")
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -155,12 +157,45 @@ def _options(config, read_only: bool) -> ocp.CheckpointManagerOptions:
   )
 
 
+def _array_handler() -> ocp.type_handlers.ArrayHandler:
+  """Orbax's jax.Array handler, replica-parallel only across processes.
+
+  Replica-parallel saving (Orbax's default off GPU) splits each replicated array
+  into one slice per device and has each device write its slice: every slice is a
+  separate `lax.slice` dispatch, compiled per shape on the first save. On one host
+  with 8 devices that is ~3,500 slices (185 compilations) for a MobileNet state, and
+  save() blocked the training loop 20-27 s (1.5 s on later saves) against 0.2 s on
+  one device; the slices all land in the same host memory and file system anyway.
+  Across processes each host still writes its share.
+  """
+  store = None
+  try:  # Keep Orbax's per-array metadata, as its default handler writes it.
+    from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
+    store = array_metadata_store.Store()
+  except ImportError:
+    pass
+  multi_process = jax.process_count() > 1
+  return ocp.type_handlers.ArrayHandler(
+      use_replica_parallel=multi_process,
+      # Tiny slices cost more to dispatch than they save in writing.
+      min_slice_bytes_for_replica_parallel=1 << 20 if multi_process else None,
+      array_metadata_store=store)
+
+
+def _state_handler() -> ocp.PyTreeCheckpointHandler:
+  registry = ocp.type_handlers.create_type_handler_registry(
+      *[(ty, ocp.type_handlers.get_type_handler(ty))
+        for ty in ocp.type_handlers.supported_types() if ty is not jax.Array],
+      (jax.Array, _array_handler()))
+  return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+
+
 def _manager(workdir: str, config=None, read_only: bool = False
              ) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       checkpoint_dir(workdir),
       options=_options(config, read_only),
-      item_handlers={_STATE: ocp.PyTreeCheckpointHandler(),
+      item_handlers={_STATE: _state_handler(),
                      _META: ocp.JsonCheckpointHandler()})
 
 

@@ -21,10 +21,10 @@ import numpy as np
 
 from mobilenet_jax import costs, data, models
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
-from mobilenet_jax.train import (checkpointing, optimizers, preemption, sharding,
-                                 transfer)
+from mobilenet_jax.train import (batchnorm, checkpointing, optimizers, preemption,
+                                 sharding, transfer)
 from mobilenet_jax.train.evaluation import evaluate
-from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress
+from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress, ProgressLine
 from mobilenet_jax.train.state import create_train_state
 from mobilenet_jax.train.step import make_eval_step, make_train_step
 
@@ -73,8 +73,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   sharding.check_batch_size("global_batch_size", config.global_batch_size)
   sharding.check_batch_size("eval_batch_size", config.eval_batch_size)
   steps_per_epoch, total_steps = total_train_steps(config, info.num_train_examples)
+  config = batchnorm.resolve_momentum(config, total_steps)
 
-  model = models.create(config.model, bn_group_size=config.bn_group_size)
+  model = models.create(config.model, bn_group_size=config.bn_group_size,
+                        frozen_bn=batchnorm.bn_frozen(config))
   mesh = sharding.create_mesh()
   init_rng, state_rng = jax.random.split(jax.random.key(config.seed))
   variables = models.init_variables(model, init_rng)
@@ -108,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                config.model.name, total_steps, steps_per_epoch, start_step,
                jax.device_count())
   progress = Progress(start_step, total_steps, config.global_batch_size)
-  first_interval = True
+  console = ProgressLine(total_steps)
   pending: list[tuple[int, dict]] = []
   batches = data.train_batches(config.data, config.global_batch_size, config.seed,
                                start_step)
@@ -121,20 +123,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       while step < total_steps:
         state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
         step += 1
+        if step == start_step + 1:  # Compiled: time the steps after this one.
+          jax.block_until_ready(metrics)
+          progress.start_timing(step)
         pending.append((step, metrics))
         is_last = step == total_steps
         if step % config.log_every_steps == 0 or is_last:
           _check_finite(pending)
           scalars = _mean_metrics(pending)
-          rates = progress.report(step, count_time=not first_interval)
-          first_interval = False
+          rates = progress.report(step)
           pending = []
           logger.write(step, "train", {**scalars, **rates})
-          logging.info(
-              "step %d/%d  loss %.4f  top1 %.4f  lr %.4g | %.2f steps/s  %.0f img/s  "
-              "ETA %ds", step, total_steps, scalars["loss"], scalars["top1"],
-              scalars["learning_rate"], rates["steps_per_sec"], rates["images_per_sec"],
-              rates["eta_s"])
+          console.update(step, scalars, rates)
         eval_metrics = None
         if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
           progress.pause()
@@ -143,9 +143,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           ema_metrics = run_eval(state.ema_variables)
           logger.write(step, "eval", {**eval_metrics,
                                       **{f"ema_{k}": v for k, v in ema_metrics.items()}})
-          logging.info("eval at step %d: top1 %.4f top5 %.4f (EMA top1 %.4f top5 %.4f)",
-                       step, eval_metrics["top1"], eval_metrics["top5"],
-                       ema_metrics["top1"], ema_metrics["top5"])
+          console.message(
+              f"eval at step {step}: top-1 {eval_metrics['top1']:.4f} top-5 "
+              f"{eval_metrics['top5']:.4f} (EMA top-1 {ema_metrics['top1']:.4f} top-5 "
+              f"{ema_metrics['top5']:.4f})")
           final_metrics = {"raw": eval_metrics, "ema": ema_metrics}
           progress.resume()
         # A collective on several hosts, so that every host stops at the same step.
@@ -176,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {
       "config": json.loads(config.to_json_best_effort()),
       "final": final_metrics,
+      "eval_split": data.resolve_split(config.data, config.data.eval_split),
       "steps": total_steps,
       "params": model_costs.params,
       "mult_adds": model_costs.mult_adds,

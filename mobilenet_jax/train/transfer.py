@@ -93,8 +93,13 @@ def init_from(config, state):
     stale = jax.tree.map(
         lambda p, s: jax.device_put(jnp.broadcast_to(p, s.shape), s.sharding),
         params, stale)
-  return state.replace(params=params, batch_stats=batch_stats, ema_params=params,
-                       ema_batch_stats=batch_stats, stale_params=stale)
+  # The EMA starts as copies: the train step donates the state, and a buffer that
+  # sat in two leaves would be donated twice ("Attempt to donate the same buffer
+  # twice").
+  return state.replace(params=params, batch_stats=batch_stats,
+                       ema_params=jax.tree.map(jnp.copy, params),
+                       ema_batch_stats=jax.tree.map(jnp.copy, batch_stats),
+                       stale_params=stale)
 
 
 def trainable_mask(config, params: PyTree) -> PyTree:

@@ -1,0 +1,97 @@
+"""A console a researcher reads: our lines, and other libraries' only when asked.
+
+By default the command-line tools show mobilenet_jax's own log lines, every library's
+warnings and errors, and the progress lines the trainer prints; the INFO chatter of
+Orbax, clu, TensorFlow, TFDS and JAX (about 60 lines per run) and TensorFlow's C++
+start-up messages are dropped. Passing absl's `--verbosity` (e.g. `--verbosity=0`)
+shows everything again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+from absl import flags
+from absl import logging as absl_logging
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Loggers whose WARNINGs are deprecation notices about their own internals, not about
+# anything a user of this package can change.
+_NOISY_WARNING_LOGGERS = ("tensorflow",)
+
+
+# Warnings about what this package does on purpose: checkpoints between evaluations
+# carry no metrics (the latest-N policy keeps them, the best-of policy ignores them).
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",)
+
+
+class _OwnInfoOnly(logging.Filter):
+  """Passes WARNING and above from anyone, lower levels only from this package."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if os.path.abspath(record.pathname).startswith(_PACKAGE_DIR):
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    message = str(record.msg)
+    return not any(message.startswith(text) for text in _EXPECTED_WARNINGS)
+
+
+def verbosity_requested() -> bool:
+  """Whether --verbosity (absl's flag) was given on the command line."""
+  return "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
+
+
+def configure(quiet: bool | None = None) -> None:
+  """Sets up the console for a command-line tool; call first in its `main`.
+
+  `quiet` defaults to "no --verbosity given". Must run before TensorFlow is imported
+  for its C++ log level to apply.
+  """
+  if quiet is None:
+    quiet = not verbosity_requested()
+  if not quiet:
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+    handler.addFilter(_OwnInfoOnly())
+  for name in _NOISY_WARNING_LOGGERS:
+    logging.getLogger(name).setLevel(logging.ERROR)
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
+  with _stderr_silenced():
+    # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", "This
+    # TensorFlow binary is optimized ...") go straight to file descriptor 2 while
+    # it loads, whatever TF_CPP_MIN_LOG_LEVEL says. _tf first hides the
+    # accelerators from TensorFlow.
+    from mobilenet_jax.data import _tf  # pylint: disable=g-import-not-at-top,unused-import
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()  # tqdm bars with escape codes, also in log files.
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+  """Points file descriptor 2 at /dev/null for the block (C++ writes included)."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def help_shows_flags_of(module_name: str) -> None:
+  """Makes `--help` list the flags defined in `module_name`.
+
+  absl's --help lists the flags of the program's main module; for a pip console
+  script that is the generated wrapper, which defines none.
+  """
+  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

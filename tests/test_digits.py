@@ -1,0 +1,80 @@
+"""Acceptance: the default recipe on a small real image folder (scikit-learn's digits)
+evaluates as well as it trains, and fine-tuning its backbone to new classes works."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import mobilenet_jax
+from configs import default
+from mobilenet_jax.train import trainer
+from tests import ckpt_helpers as h
+from tests import digits_folder
+
+TRAIN_STEPS = 220  # 10 epochs of 1,438 images at batch 64.
+
+
+def _config(data_dir, workdir_steps, **overrides):
+  cfg = default.get_config()
+  return h.override(cfg, **{
+      "data.name": "image_folder", "data.data_dir": data_dir, "data.eval_split": "val",
+      "data.shuffle_buffer": 2000, "num_train_steps": workdir_steps,
+      "log_every_steps": 20, "checkpoint_every_steps": 0, **overrides})
+
+
+def _last_train_top1(workdir, steps=40):
+  """Train-mode top-1 (batch statistics, augmented crops) over the last `steps`."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  train = [r for r in rows if r["split"] == "train"]
+  last = train[-1]["step"]
+  return float(np.mean([r["top1"] for r in train if r["step"] > last - steps]))
+
+
+@pytest.fixture(scope="module", name="digits")
+def _digits(tmp_path_factory):
+  root = tmp_path_factory.mktemp("digits")
+  folders = {"all": str(root / "all"), "five": str(root / "five")}
+  digits_folder.write_digits(folders["all"])
+  # The five other classes, so the fine-tuned classifier starts from nothing.
+  digits_folder.write_digits(folders["five"], classes=(5, 6, 7, 8, 9))
+  return folders
+
+
+@pytest.fixture(scope="module", name="pretrained")
+def _pretrained(digits, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("pretrained"))
+  results = trainer.train_and_evaluate(_config(digits["all"], TRAIN_STEPS), workdir)
+  return workdir, results
+
+
+def test_short_run_evaluates_like_it_trains(pretrained):
+  workdir, results = pretrained
+  train_top1 = _last_train_top1(workdir)
+  raw, ema = results["final"]["raw"]["top1"], results["final"]["ema"]["top1"]
+  print(f"digits: train-mode top-1 {train_top1:.3f}, eval {raw:.3f}, EMA {ema:.3f}")
+  assert train_top1 > 0.5  # It learned something worth checking.
+  # Stale BatchNorm statistics (or a misplaced eval crop) put eval 30-50 points
+  # below training here.
+  assert abs(raw - train_top1) < 0.10
+  assert abs(ema - train_top1) < 0.10
+  assert results["eval_split"] == "val" and results["final"]["raw"]["num_examples"] == 359
+
+
+def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_path):
+  source, _ = pretrained
+  cfg = _config(digits["five"], 60, **{
+      "model.num_classes": 5, "init_from.workdir": source,
+      "init_from.backbone_only": True, "init_from.freeze_backbone": True})
+  results = trainer.train_and_evaluate(cfg, str(tmp_path))
+  raw, ema = results["final"]["raw"]["top1"], results["final"]["ema"]["top1"]
+  print(f"fine-tuned to 5 classes: eval top-1 {raw:.3f}, EMA {ema:.3f}")
+  assert raw > 0.6 and ema > 0.5  # Chance is 0.2.
+  # Only the classifier trained; the backbone and its BatchNorm statistics are the
+  # pretrained ones.
+  _, before, _ = mobilenet_jax.load(source)
+  _, after, _ = mobilenet_jax.load(str(tmp_path))
+  h.assert_trees_equal(after["params"]["block13"], before["params"]["block13"])
+  h.assert_trees_equal(after["batch_stats"], before["batch_stats"])
