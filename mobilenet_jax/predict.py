@@ -17,6 +17,7 @@ import numpy as np
 
 from mobilenet_jax import data
 from mobilenet_jax import restore
+from mobilenet_jax import runtime
 from mobilenet_jax.errors import DataError
 from mobilenet_jax.errors import cli_main
 
@@ -56,8 +57,9 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
       images.append(data.load_image_file(path, data_config))
     except FileNotFoundError as error:
       raise DataError(str(error)) from None
-  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-      variables, np.stack(images))
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                   compiler_options=runtime.compiler_options("inference"))(
+                       variables, np.stack(images))
   probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
   top_k = min(top_k, probs.shape[-1])
   order = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
@@ -71,6 +73,7 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give one or more image files.")
+  runtime.prepare_process("mobilenet_jax.predict")  # Huge pages, compilation cache.
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
   if FLAGS.data_dir:

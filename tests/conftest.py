@@ -1,6 +1,25 @@
 """Shared pytest fixtures."""
 
+import os
+import shutil
+import tempfile
+
 import pytest
+
+_CACHE_ENV = "MOBILENET_JAX_COMPILE_CACHE"  # mobilenet_jax.runtime.CACHE_ENV
+_test_cache_dir = None
+
+
+def pytest_configure(config):  # pylint: disable=unused-argument
+  """The commands that tests start get a throwaway compilation cache, not ~/.cache."""
+  global _test_cache_dir
+  _test_cache_dir = tempfile.mkdtemp(prefix="mobilenet_jax_test_cache_")
+  os.environ[_CACHE_ENV] = _test_cache_dir
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if _test_cache_dir:
+    shutil.rmtree(_test_cache_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
