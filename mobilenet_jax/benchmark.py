@@ -48,6 +48,7 @@ import numpy as np
 import optax
 
 from mobilenet_jax import models, runtime
+from mobilenet_jax.models import depthwise_ffi
 from mobilenet_jax.models.depthwise import resolve_impl
 from mobilenet_jax.models.layers import resolve_pointwise_impl
 
@@ -183,6 +184,9 @@ def describe(config, batch: int, steps: int) -> dict:
       "batch": batch,
       "steps": steps,
       "depthwise_impl": resolve_impl(config.model.get("depthwise_impl", "auto")),
+      # Whether "ffi" runs the C++ kernel (else its shift_vjp fallback).
+      "depthwise_cpu_kernel": (jax.default_backend() == "cpu"
+                               and depthwise_ffi.available()),
       "pointwise_impl": resolve_pointwise_impl(config.model.get("pointwise_impl", "auto")),
       "dtype": config.model.get("dtype", "float32"),
       "backend": jax.default_backend(),
@@ -214,7 +218,9 @@ def format_report(result: dict) -> str:
   info = result["setup"]
   lines = [f"{info['model']} width={info['width']} res={info['resolution']} "
            f"batch={info['batch']} depthwise={info['depthwise_impl']} "
-           f"pointwise={info['pointwise_impl']} backend={info['backend']}"]
+           f"(C++ kernel: {info.get('depthwise_cpu_kernel')}) "
+           f"pointwise={info['pointwise_impl']} backend={info['backend']} "
+           f"load(1m)={info['load_avg_1m_at_start']}->{info.get('load_avg_1m_at_end')}"]
   keys = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",
           "compile_s", "compile_cached_s", "peak_host_mem_mb")
   torch_result = result.get("torch")
@@ -242,6 +248,8 @@ def run(config, batch: int, steps: int, with_torch: bool = False,
         config.model, config.data.image_size, batch, steps,
         threads=torch_threads or os.cpu_count(), latency_runs=latency_runs)
     result["ratios"] = ratios(result, result["torch"])
+  result["setup"]["load_avg_1m_at_end"] = (os.getloadavg()[0] if hasattr(os, "getloadavg")
+                                           else None)
   return result
 
 

@@ -53,10 +53,10 @@ def default_cache_dir() -> str:
   """
   root = (os.environ.get("XDG_CACHE_HOME")
           or os.path.join(os.path.expanduser("~"), ".cache"))
-  return os.path.join(root, "mobilenet_jax", "jax", _cpu_fingerprint())
+  return os.path.join(root, "mobilenet_jax", "jax", cpu_fingerprint())
 
 
-def _cpu_fingerprint() -> str:
+def cpu_fingerprint() -> str:
   """A short hash of the CPU's model and feature flags (the machine name elsewhere)."""
   try:
     with open("/proc/cpuinfo") as f:
@@ -74,6 +74,11 @@ def cache_dir_from_env() -> str | None:
   if value is None:
     return default_cache_dir()
   return None if value.strip().lower() in _OFF else os.path.expanduser(value)
+
+
+def compiled_code_dir() -> str:
+  """Where compiled code is kept (also the C++ kernels): the cache's directory."""
+  return cache_dir_from_env() or default_cache_dir()
 
 
 def enable_compilation_cache(directory: str | None) -> str | None:

@@ -82,3 +82,29 @@ def test_compiler_options_only_on_cpu():
   for backend in ("gpu", "tpu"):
     assert runtime.compiler_options("inference", backend) is None
     assert runtime.compiler_options("train", backend) is None
+
+
+@pytest.mark.parametrize("purpose", ["train", "inference"])
+def test_compiler_options_change_no_result(purpose):
+  # Table 4's full-convolution V1 (convolutions and dots), tiny: values and gradients
+  # compiled with the purpose's options equal those of XLA's defaults.
+  from configs import mobilenet_v1  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax import models  # pylint: disable=g-import-not-at-top
+  config = mobilenet_v1.get_config("width=0.25,res=32,num_classes=3")
+  config.model.block = "full_conv"
+  model = models.create(config.model)
+  variables = models.init_variables(model, jax.random.key(0))
+  images = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+
+  def loss(params):
+    logits = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                         images)
+    return jnp.sum(logits ** 2), logits
+
+  fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  options = runtime.compiler_options(purpose, "cpu")
+  expected = fn.lower(variables["params"]).compile()(variables["params"])
+  actual = fn.lower(variables["params"]).compile(compiler_options=options)(
+      variables["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+               actual, expected)
