@@ -36,12 +36,16 @@ HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
 CACHE_MIN_COMPILE_SECS = 0.5
 
 # XLA:CPU routes dots, convolutions and reductions through YNNPACK fusions by default.
-# Inference (batch 1 and batched) is fastest without any of them; training needs the
-# YNN dots (the 1x1 convolutions' backward). Measured per jit in benchmarks/RESULTS.md.
+# Training keeps YNN's dots and reductions (without them V1 trains 4x slower) but not
+# its convolutions, whose kernel gradient is 7x slower than XLA's own: Table 4's
+# full-convolution V1 trains 1.7x faster, separable models alike (the stem is their
+# only convolution). Inference is fastest with no YNN fusion at all. Measured per jit
+# (benchmarks/xla_options_profile.py, RESULTS.md).
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 _CPU_OPTIONS = {
-  "train": {},
-  "inference": {_YNN: ""},
+    "train": {_YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,"
+                    "LIBRARY_FUSION_TYPE_REDUCE"},
+    "inference": {_YNN: ""},
 }
 
 

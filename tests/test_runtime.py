@@ -79,6 +79,8 @@ def test_no_reexec_outside_the_command(monkeypatch):
 def test_compiler_options_only_on_cpu():
   assert runtime.compiler_options("inference", "cpu") == {
       "xla_cpu_experimental_ynn_fusion_type": ""}
+  assert "CONVOLUTION" not in runtime.compiler_options("train", "cpu")[
+      "xla_cpu_experimental_ynn_fusion_type"]
   for backend in ("gpu", "tpu"):
     assert runtime.compiler_options("inference", backend) is None
     assert runtime.compiler_options("train", backend) is None
