@@ -100,7 +100,7 @@ def _attributes(x_shape, k: int, strides: int) -> dict:
 def _forward(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
   n, h, w, c = x.shape
   out = jax.ShapeDtypeStruct((n, -(-h // strides), -(-w // strides), c), jnp.float32)
-  return jax.ffi.ffi_call(_FORWARD, out)(
+  return jax.ffi.ffi_call(_FORWARD, out, vmap_method="sequential")(
       x, kernel, **_attributes(x.shape, kernel.shape[0], strides))
 
 
@@ -120,11 +120,10 @@ def _fwd(x, kernel, strides):
 def _bwd(strides, residuals, g):
   x, kernel = residuals
   k = kernel.shape[0]
-  dx, dk_per_image = jax.ffi.ffi_call(
-      _BACKWARD, (jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                  jax.ShapeDtypeStruct((x.shape[0], k, k, 1, x.shape[3]), jnp.float32)))(
-                      x, kernel, g.astype(jnp.float32),
-                      **_attributes(x.shape, k, strides))
+  outputs = (jax.ShapeDtypeStruct(x.shape, jnp.float32),
+             jax.ShapeDtypeStruct((x.shape[0], k, k, 1, x.shape[3]), jnp.float32))
+  dx, dk_per_image = jax.ffi.ffi_call(_BACKWARD, outputs, vmap_method="sequential")(
+      x, kernel, g.astype(jnp.float32), **_attributes(x.shape, k, strides))
   return dx, jnp.sum(dk_per_image, axis=0)
 
 
