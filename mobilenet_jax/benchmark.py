@@ -9,17 +9,24 @@ Reports, for `config.model` at `config.data.image_size`:
   mode, the state donated. It is deliberately small and is not the real trainer
   (mobilenet_jax/train/): no EMA, weight decay, schedule or sharding.
 - `infer_images_per_sec` at --batch and `latency_ms_batch1`, medians of several runs.
-- `compile_s` of the train step, `peak_host_mem_mb` (ru_maxrss, taken before PyTorch
-  runs) and `device_peak_mem_mb` where the backend reports `memory_stats()`.
+- `compile_s`: trace, lower and compile of the train step with an empty persistent
+  compilation cache (a first run); `compile_cached_s`: the same again with the
+  in-memory caches cleared and the persistent cache filled (a second run, a resumed
+  run, a later sweep point: mobilenet_jax/runtime.py).
+- `peak_host_mem_mb` (ru_maxrss, taken before PyTorch runs) and `device_peak_mem_mb`
+  where the backend reports `memory_stats()`.
+Every jit takes the per-jit XLA options of `runtime.compiler_options` ("train" for the
+step, "inference" for the rest), as the trainer, `evaluate` and `predict` do.
 With --torch the same architecture in PyTorch (benchmarks/torch_reference.py) runs
 with the same batch, resolution and optimizer, and `ratios` holds JAX / PyTorch
 throughput and PyTorch / JAX latency (>= 1 means JAX is at least as fast).
 
 On Linux the command re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1
-(--malloc_hugetlb, on by default): XLA:CPU allocates its large temporaries afresh on
-every call and, with 4 KiB pages, page faults cost as much as the arithmetic; with
+(--malloc_hugetlb, on by default), as `main`, `evaluate` and `predict` do
+(mobilenet_jax/runtime.py): XLA:CPU allocates its large temporaries afresh on every
+call and, with 4 KiB pages, page faults cost as much as the arithmetic; with
 transparent huge pages they mostly go away. PyTorch, in the same process, gets the same
-allocator. Export the variable yourself to get the same effect when training.
+allocator.
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mobilenet_jax import models
+from mobilenet_jax import models, runtime
+from mobilenet_jax.models import depthwise_ffi
 from mobilenet_jax.models.depthwise import resolve_impl
 from mobilenet_jax.models.layers import resolve_pointwise_impl
 
-HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"
 LEARNING_RATE = 0.01  # Any value: only the speed of the update matters here.
 
 
@@ -63,7 +70,8 @@ def make_train_step(model, tx: optax.GradientTransformation) -> Callable:
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, updates["batch_stats"]
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @functools.partial(jax.jit, donate_argnums=0,
+                     compiler_options=runtime.compiler_options("train"))
   def step(state, images, labels, key):
     params, batch_stats, opt_state = state
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -97,6 +105,22 @@ def peak_host_mem_mb() -> float:
   return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def _compile_cold_and_cached(jitted, *args):
+  """(executable, seconds of a first compile, seconds of a compile from the cache).
+
+  Both include tracing and lowering, which a second process also pays.
+  """
+  with runtime.scratch_compilation_cache():
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    jax.clear_caches()  # Forget the in-memory executable: the next one is read back.
+    start = time.perf_counter()
+    jitted.lower(*args).compile()
+    compile_cached_s = time.perf_counter() - start
+  return compiled, compile_s, compile_cached_s
+
+
 def benchmark_jax(config, batch: int, steps: int, warmup: int = 1,
                   latency_runs: int = 10, infer_runs: int = 5) -> dict:
   """Times training and inference of `config.model` at `config.data.image_size`."""
@@ -112,9 +136,8 @@ def benchmark_jax(config, batch: int, steps: int, warmup: int = 1,
   key = jax.random.key(3)
 
   step = make_train_step(model, tx)
-  start = time.perf_counter()
-  compiled = step.lower(state, images, labels, key).compile()
-  compile_s = time.perf_counter() - start
+  compiled, compile_s, compile_cached_s = _compile_cold_and_cached(
+      step, state, images, labels, key)
   for _ in range(warmup):
     state, loss = compiled(state, images, labels, key)
   jax.block_until_ready(loss)
@@ -128,7 +151,8 @@ def benchmark_jax(config, batch: int, steps: int, warmup: int = 1,
     raise FloatingPointError(f"The benchmark's train step diverged: loss={loss}.")
 
   eval_vars = {"params": state[0], "batch_stats": state[1]}
-  infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  infer = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                  compiler_options=runtime.compiler_options("inference"))
   jax.block_until_ready(infer(eval_vars, images))
   infer_s = _median_seconds(lambda: infer(eval_vars, images), infer_runs)
   one = images[:1]
@@ -143,6 +167,7 @@ def benchmark_jax(config, batch: int, steps: int, warmup: int = 1,
       "infer_images_per_sec": batch / infer_s,
       "latency_ms_batch1": 1e3 * latency_s,
       "compile_s": compile_s,
+      "compile_cached_s": compile_cached_s,
       "peak_host_mem_mb": peak_host_mem_mb(),
       "device_peak_mem_mb": _device_peak_mem_mb(),
       "final_loss": float(loss),
@@ -159,6 +184,9 @@ def describe(config, batch: int, steps: int) -> dict:
       "batch": batch,
       "steps": steps,
       "depthwise_impl": resolve_impl(config.model.get("depthwise_impl", "auto")),
+      # Whether "ffi" runs the C++ kernel (else its shift_vjp fallback).
+      "depthwise_cpu_kernel": (jax.default_backend() == "cpu"
+                               and depthwise_ffi.available()),
       "pointwise_impl": resolve_pointwise_impl(config.model.get("pointwise_impl", "auto")),
       "dtype": config.model.get("dtype", "float32"),
       "backend": jax.default_backend(),
@@ -190,9 +218,11 @@ def format_report(result: dict) -> str:
   info = result["setup"]
   lines = [f"{info['model']} width={info['width']} res={info['resolution']} "
            f"batch={info['batch']} depthwise={info['depthwise_impl']} "
-           f"pointwise={info['pointwise_impl']} backend={info['backend']}"]
+           f"(C++ kernel: {info.get('depthwise_cpu_kernel')}) "
+           f"pointwise={info['pointwise_impl']} backend={info['backend']} "
+           f"load(1m)={info['load_avg_1m_at_start']}->{info.get('load_avg_1m_at_end')}"]
   keys = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",
-          "compile_s", "peak_host_mem_mb")
+          "compile_s", "compile_cached_s", "peak_host_mem_mb")
   torch_result = result.get("torch")
   lines.append(f"{'':24} {'JAX':>10}" + (f" {'PyTorch':>10} {'ratio':>7}"
                                           if torch_result else ""))
@@ -218,24 +248,15 @@ def run(config, batch: int, steps: int, with_torch: bool = False,
         config.model, config.data.image_size, batch, steps,
         threads=torch_threads or os.cpu_count(), latency_runs=latency_runs)
     result["ratios"] = ratios(result, result["torch"])
+  result["setup"]["load_avg_1m_at_end"] = (os.getloadavg()[0] if hasattr(os, "getloadavg")
+                                           else None)
   return result
-
-
-def _reexec_with_hugetlb() -> None:
-  """Restarts this command once with glibc's transparent-huge-page malloc tunable."""
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in tunables:
-    return
-  os.environ["GLIBC_TUNABLES"] = ":".join(filter(None, [tunables, HUGETLB_TUNABLE]))
-  os.execv(sys.executable, [sys.executable, "-m", "mobilenet_jax.benchmark",
-                            *sys.argv[1:]])
 
 
 def main(argv):
   """absl entry point."""
   del argv
-  if _FLAGS.malloc_hugetlb:
-    _reexec_with_hugetlb()
+  runtime.prepare_process("mobilenet_jax.benchmark", hugepages=_FLAGS.malloc_hugetlb)
   result = run(_FLAGS.config, _FLAGS.batch, _FLAGS.steps, _FLAGS.torch,
                _FLAGS.torch_threads, _FLAGS.latency_runs)
   print(format_report(result))

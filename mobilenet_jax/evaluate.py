@@ -15,8 +15,7 @@ from absl import app
 from absl import flags
 import jax
 
-from mobilenet_jax import restore
-from mobilenet_jax import console
+from mobilenet_jax import console, restore, runtime
 from mobilenet_jax.errors import cli_main
 from mobilenet_jax.train import evaluation, sharding
 from mobilenet_jax.train.step import make_eval_step
@@ -43,7 +42,8 @@ def evaluate(model, variables, data_config, batch_size: int,
   """
   # Every device needs an equal share; padding examples are masked out anyway.
   batch_size = -(-batch_size // jax.device_count()) * jax.device_count()
-  eval_step = jax.jit(make_eval_step(model))
+  eval_step = jax.jit(make_eval_step(model),
+                      compiler_options=runtime.compiler_options("inference"))
   return evaluation.evaluate(eval_step, variables, data_config, batch_size,
                              sharding.create_mesh(), split)
 
@@ -68,6 +68,7 @@ def main(argv):
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  runtime.prepare_process("mobilenet_jax.evaluate")  # Huge pages, compilation cache.
   m = run(FLAGS.workdir, FLAGS.step, FLAGS.ema, FLAGS.split, FLAGS.data_dir,
           FLAGS.batch_size)
   weights = "EMA weights" if FLAGS.ema else "weights"

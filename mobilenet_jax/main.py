@@ -43,6 +43,8 @@ def main(argv):
   """absl entry point."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from mobilenet_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.prepare_process("mobilenet_jax.main")  # Huge pages, compilation cache.
   console.configure()  # Before TensorFlow and Orbax are imported.
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value

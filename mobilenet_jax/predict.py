@@ -16,11 +16,8 @@ import jax
 import numpy as np
 
 import mobilenet_jax
-from mobilenet_jax import data
-from mobilenet_jax import restore
-from mobilenet_jax.errors import DataError
-from mobilenet_jax import console
-from mobilenet_jax.errors import cli_main
+from mobilenet_jax import console, data, restore, runtime
+from mobilenet_jax.errors import DataError, cli_main
 
 
 def define_flags():
@@ -61,7 +58,8 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
   # The run's eval transform (mobilenet_jax.preprocess), as in evaluation.
   batch = mobilenet_jax.preprocess(images, data_config.image_size,
                                    data_config.eval_crop_fraction)
-  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, batch)
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                   compiler_options=runtime.compiler_options("inference"))(variables, batch)
   probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
   top_k = min(top_k, probs.shape[-1])
   order = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
@@ -76,6 +74,7 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give one or more image files.")
+  runtime.prepare_process("mobilenet_jax.predict")  # Huge pages, compilation cache.
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
   if FLAGS.data_dir:

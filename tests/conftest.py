@@ -1,6 +1,29 @@
 """Shared pytest fixtures."""
 
+import os
+import shutil
+import tempfile
+
 import pytest
+
+_CACHE_ENV = "MOBILENET_JAX_COMPILE_CACHE"  # mobilenet_jax.runtime.CACHE_ENV
+_test_cache_dir = None
+
+
+def pytest_configure(config):  # pylint: disable=unused-argument
+  """The commands that tests start get a throwaway compilation cache, not ~/.cache."""
+  global _test_cache_dir
+  _test_cache_dir = tempfile.mkdtemp(prefix="mobilenet_jax_test_cache_")
+  os.environ[_CACHE_ENV] = _test_cache_dir
+  # Build the C++ depthwise kernel into it once, now, rather than inside the first
+  # training subprocess (where the build would count against that test's timeouts).
+  from mobilenet_jax.models import depthwise_ffi  # pylint: disable=g-import-not-at-top
+  depthwise_ffi.available()
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if _test_cache_dir:
+    shutil.rmtree(_test_cache_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

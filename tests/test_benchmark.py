@@ -9,7 +9,7 @@ from mobilenet_jax import benchmark
 from mobilenet_jax.models.depthwise import resolve_impl
 
 KEYS = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",
-        "compile_s", "peak_host_mem_mb")
+        "compile_s", "compile_cached_s", "peak_host_mem_mb")
 
 
 @pytest.mark.parametrize("with_torch", [
@@ -24,6 +24,8 @@ def test_benchmark_reports_every_figure(with_torch):
   for key in KEYS:
     assert result[key] > 0, key
   assert result["setup"]["depthwise_impl"] == resolve_impl("auto")
+  # The second compile reads the first one's executable back from the cache.
+  assert result["compile_cached_s"] < result["compile_s"]
   assert "device_peak_mem_mb" in result
   if with_torch:
     for key in ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1"):

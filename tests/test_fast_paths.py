@@ -5,6 +5,9 @@ alternative must match it in values and in gradients with respect to the input a
 the kernel, at strides 1 and 2 and at odd and even sizes.
 """
 
+import os
+import shutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,7 @@ import pytest
 from configs import mobilenet_v1, mobilenet_v2
 from mobilenet_jax import models
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.models import depthwise
+from mobilenet_jax.models import depthwise, depthwise_ffi, layers
 from mobilenet_jax.models.layers import PointwiseConv, resolve_pointwise_impl
 
 FAST_DEPTHWISE = [name for name in depthwise.IMPLEMENTATIONS if name != "xla"]
@@ -54,21 +57,46 @@ def test_depthwise_matches_grouped_conv(impl, strides, size, dtype):
   _assert_close(run(impl), run("xla"), dtype)
 
 
+@pytest.mark.parametrize("impl", ["shift_vjp", "ffi"])
 @pytest.mark.parametrize("batch", [1, 3, 8])  # Scan chunks of 1, 1 and 4 images.
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("k", [3, 5])
-def test_shift_vjp_backward_any_batch_and_kernel_size(batch, strides, k):
-  # The hand-written backward splits the batch into scan chunks and pads by k.
+def test_hand_written_backward_any_batch_and_kernel_size(impl, batch, strides, k):
+  # shift_vjp splits the batch into scan chunks; both pad by k.
   x = jax.random.normal(jax.random.key(0), (batch, 7, 6, 3), jnp.float32)
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 3), jnp.float32)
   run = lambda name: _values_and_grads(
       lambda a, b: depthwise.depthwise_conv(a, b, strides, name), x, kernel)
-  _assert_close(run("shift_vjp"), run("xla"), jnp.float32)
+  _assert_close(run(impl), run("xla"), jnp.float32)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "c++") is None,
+                    reason="no C++ compiler: the ffi implementation falls back")
+def test_ffi_runs_the_cpu_kernel_where_a_compiler_exists():
+  # Else the equality tests above would only test the shift_vjp fallback.
+  assert depthwise_ffi.available()
+  x = jnp.ones((2, 8, 8, 4))
+  kernel = jnp.ones((3, 3, 1, 4))
+  grad = jax.jit(jax.value_and_grad(
+      lambda a: depthwise.depthwise_conv(a, kernel, 1, "ffi").sum()))
+  text = grad.lower(x).compile().as_text()
+  assert "mobilenet_depthwise_forward" in text and "mobilenet_depthwise_backward" in text
+
+
+def test_ffi_falls_back_without_the_kernel(monkeypatch):
+  monkeypatch.setattr(depthwise_ffi, "available", lambda: False)
+  x = jax.random.normal(jax.random.key(0), (2, 7, 8, 5))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5))
+  fn = jax.jit(lambda a, b: depthwise.depthwise_conv(a, b, 2, "ffi"))
+  assert "mobilenet_depthwise" not in fn.lower(x, kernel).as_text()
+  _assert_close((fn(x, kernel),), (depthwise.depthwise_conv(x, kernel, 2, "xla"),),
+                jnp.float32)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_pointwise_dot_matches_conv(dtype):
-  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 7), jnp.float32).astype(dtype)
+@pytest.mark.parametrize("batch", [2, 3, 8])  # Kernel-gradient scans of 1, 3 and 2 steps.
+def test_pointwise_dot_matches_conv(dtype, batch):
+  x = jax.random.normal(jax.random.key(0), (batch, 5, 6, 7), jnp.float32).astype(dtype)
   conv = nn.Conv(4, (1, 1), use_bias=False, dtype=dtype, param_dtype=jnp.float32)
   dot = PointwiseConv(4, dtype)
   params = conv.init(jax.random.key(1), x)["params"]
@@ -80,7 +108,7 @@ def test_pointwise_dot_matches_conv(dtype):
 
 
 def test_auto_picks_the_fast_paths_on_cpu_and_xla_elsewhere():
-  assert depthwise.resolve_impl("auto", "cpu") == "shift_vjp"
+  assert depthwise.resolve_impl("auto", "cpu") == "ffi"
   assert resolve_pointwise_impl("auto", "cpu") == "dot"
   for backend in ("gpu", "tpu"):
     assert depthwise.resolve_impl("auto", backend) == "xla"
@@ -114,3 +142,23 @@ def test_fast_model_equals_reference_model(module):
   np.testing.assert_allclose(fast_loss, ref_loss, rtol=1e-4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-3),
                fast_grads, ref_grads)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 5, 3, 6), (2, 3, 4, 4, 5)])  # 1 and 2 groups.
+def test_batch_norm_backward_equals_autodiff(shape):
+  # normalize_by_batch's hand-written VJP against autodiff of the same two-pass
+  # statistics, with cotangents on all three outputs (y and the running-average
+  # inputs mean and var).
+  x = 3.0 * jax.random.normal(jax.random.key(0), shape) + 1.0
+
+  def reference(a):
+    mean, var = layers._moments(a)  # pylint: disable=protected-access
+    return (a - mean) * jax.lax.rsqrt(var + 1e-3), mean, var
+
+  outputs = jax.eval_shape(reference, x)
+  cotangents = tuple(jax.random.normal(jax.random.key(i), o.shape)
+                     for i, o in enumerate(outputs, start=1))
+  expected_out, expected_vjp = jax.vjp(reference, x)
+  actual_out, actual_vjp = jax.vjp(lambda a: layers.normalize_by_batch(a, 1e-3), x)
+  _assert_close(actual_out, expected_out, jnp.float32)
+  _assert_close(actual_vjp(cotangents), expected_vjp(cotangents), jnp.float32)

@@ -1,6 +1,7 @@
 """SIGKILL in the middle of a checkpoint write, and SIGTERM via PreemptionGuard."""
 
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -77,7 +78,7 @@ with preemption.PreemptionGuard() as guard:
   print("ready", flush=True)
   for step in range(1, 100_000):
     time.sleep(0.001)
-    if guard.should_stop():
+    if guard.should_stop(step):
       ckpt.save(h.fake_state(cfg, step=step), force=True)
       ckpt.wait()
       print(f"preempted at step {step}", flush=True)
@@ -115,3 +116,70 @@ def test_guard_restores_previous_handler():
     assert calls == ["outer"]
   finally:
     signal.signal(signal.SIGUSR1, previous)
+
+
+# Two processes of one jax.distributed run; SIGTERM reaches only process 1. Prints the
+# step at which the guard stopped and how many all-gathers the loop made.
+_MULTIHOST_LOOP = """
+import sys, time
+import jax
+jax.config.update("jax_enable_preemption_service", sys.argv[3] == "service")
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from jax.experimental import multihost_utils
+from mobilenet_jax.train import preemption
+gathers = []
+real_allgather = multihost_utils.process_allgather
+multihost_utils.process_allgather = lambda x, **k: gathers.append(1) or real_allgather(x, **k)
+with preemption.PreemptionGuard(sync_every_steps=20) as guard:
+  print("ready", flush=True)
+  for step in range(1, 100_000):
+    time.sleep(0.005)
+    if guard.should_stop(step):
+      print(f"stopped {step} {len(gathers)}", flush=True)
+      break
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _run_two_hosts(mode: str) -> list[tuple[int, int]]:
+  """(stop step, all-gathers) of both processes after SIGTERM to process 1."""
+  env = dict(os.environ, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu")
+  address = f"127.0.0.1:{_free_port()}"
+  children = [subprocess.Popen([sys.executable, "-c", _MULTIHOST_LOOP, address, str(i),
+                                mode], env=env, cwd=h.REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    for child in children:
+      assert child.stdout.readline().strip() == "ready", child.stderr.read()[-3000:]
+    time.sleep(0.5)
+    children[1].send_signal(signal.SIGTERM)
+    outputs = [child.communicate(timeout=60) for child in children]
+  finally:
+    for child in children:
+      child.kill()
+      child.wait()
+  results = []
+  for child, (out, err) in zip(children, outputs):
+    assert child.returncode == 0, err[-3000:]
+    _, step, gathers = out.split()[-3:]  # The last line.
+    results.append((int(step), int(gathers)))
+  return results
+
+
+def test_multihost_stops_together_without_a_per_step_collective():
+  # JAX's preemption service spreads the notice: no all-gather in the loop at all.
+  (step0, gathers0), (step1, gathers1) = _run_two_hosts("service")
+  assert step0 == step1 and step0 > 1
+  assert gathers0 == gathers1 == 0
+
+
+def test_multihost_fallback_agrees_every_n_steps():
+  # Without the service: one all-gather per 20 steps, both hosts stop at the same one.
+  (step0, gathers0), (step1, gathers1) = _run_two_hosts("allgather")
+  assert step0 == step1 and step0 % 20 == 0
+  assert gathers0 == gathers1 == step0 // 20

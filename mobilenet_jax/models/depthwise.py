@@ -2,7 +2,8 @@
 
 Every MobileNet block runs one depthwise convolution, and how fast it is depends on the
 backend: XLA's grouped convolution (`feature_group_count=C`) is fast on GPU and TPU but
-slow on CPU. The networks only use `DepthwiseConv`; which formulation computes it is a
+slow on CPU; there "auto" takes a C++ kernel (`ffi`, depthwise_ffi.py), or where it
+cannot be built the fused shifted multiply-adds with a hand-written backward. The networks only use `DepthwiseConv`; which formulation computes it is a
 config choice (`config.model.depthwise_impl`), and every formulation is tested equal to
 the grouped convolution. The kernel is stored as (k, k, 1, C) whatever the
 implementation, so checkpoints move freely between them.
@@ -155,18 +156,33 @@ def _shift_custom_vjp_bwd(strides, residuals, g):
 _shift_custom_vjp.defvjp(_shift_custom_vjp_fwd, _shift_custom_vjp_bwd)
 
 
+def _cpu_kernel(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
+  """The C++ XLA:CPU kernel (depthwise_ffi.py); `shift_vjp` where it does not apply.
+
+  It takes float32 on one device: XLA cannot split a custom call over a sharded
+  batch, so on several (simulated) CPU devices it would gather the whole batch.
+  """
+  from mobilenet_jax.models import depthwise_ffi  # pylint: disable=g-import-not-at-top
+  if (x.dtype == jnp.float32 and kernel.dtype == jnp.float32
+      and jax.device_count() == 1 and depthwise_ffi.available()):
+    return depthwise_ffi.depthwise_conv(x, kernel, strides)
+  return _shift_custom_vjp(x, kernel, strides)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[jax.Array, jax.Array, int], jax.Array]] = {
     "xla": _grouped_conv,
     "shift": _shifted_multiply_add,
     "shift_vjp": _shift_custom_vjp,
+    "ffi": _cpu_kernel,
 }
 
 
 def resolve_impl(name: str, backend: str | None = None) -> str:
   """Maps "auto" to the fastest implementation for the backend; checks the name."""
-  # shift_vjp: shift's forward, a faster backward: V1 training 2x (RESULTS.md).
+  # ffi: the C++ kernel, 4x shift_vjp per layer and V1 training 1.3x (RESULTS.md);
+  # it falls back to shift_vjp (shift's forward, a faster backward) by itself.
   return validation.resolve_backend_choice("model.depthwise_impl", name, IMPLEMENTATIONS,
-                                           "shift_vjp", "xla", backend)
+                                           "ffi", "xla", backend)
 
 
 def depthwise_conv(x: jax.Array, kernel: jax.Array, strides: int = 1,

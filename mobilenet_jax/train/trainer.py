@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mobilenet_jax import costs, data, models
+from mobilenet_jax import costs, data, models, runtime
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
 from mobilenet_jax.train import (batchnorm, checkpointing, optimizers, preemption,
                                  sharding, transfer)
@@ -102,9 +102,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_step = jax.jit(
       make_train_step(model, optimizer, config, schedule, adjust_batch_stats),
       in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-      donate_argnums=0)
+      donate_argnums=0, compiler_options=runtime.compiler_options("train"))
   eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, batch_sharding),
-                      out_shardings=replicated)
+                      out_shardings=replicated,
+                      compiler_options=runtime.compiler_options("inference"))
 
   logging.info("Training %s for %d steps (%d per epoch) from step %d on %d device(s).",
                config.model.name, total_steps, steps_per_epoch, start_step,
@@ -149,8 +150,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"{ema_metrics['top5']:.4f})")
           final_metrics = {"raw": eval_metrics, "ema": ema_metrics}
           progress.resume()
-        # A collective on several hosts, so that every host stops at the same step.
-        stop = guard.should_stop()
+        # The same answer on every host, without a per-step collective.
+        stop = guard.should_stop(step)
         every = config.checkpoint_every_steps
         if stop or is_last or (every and step % every == 0):
           progress.pause()
