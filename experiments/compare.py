@@ -88,8 +88,9 @@ def load_results(root: str) -> tuple[list[RunResult], list[str], dict | None]:
       warnings.append(f"{path}: left out ({e})")
       continue
     point = results.config
-    if workdir.name in planned and "point_config" in planned[workdir.name]:
-      point = planned[workdir.name]["point_config"]
+    if manifest and manifest.get("smoke") and "point_config" in planned.get(
+        workdir.name, {}):
+      point = planned[workdir.name]["point_config"]  # The full-size point it stands for.
     elif (workdir.name in known and run_dir.architecture(results.config)
           != run_dir.architecture(known[workdir.name].build())):
       point = run_dir.config_dict(known[workdir.name].build())  # Matched by name.

@@ -26,10 +26,11 @@ _DIRECTIONS = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, 
 
 
 def place_labels(ax, points: Sequence[tuple[float, float, str]], *, fontsize=6,
-                 color="black", obstacles: Sequence[tuple[float, float]] = ()) -> list:
+                 color="black", obstacles: Sequence[tuple[float, float]] = ()
+                 ) -> tuple[list, int]:
   """Annotates (x, y, text) points without overlaps (with each other, with the points'
   markers and with the `obstacles` markers); returns the placed texts' boxes (display
-  coordinates) and records the number left out in `ax._labels_left_out`."""
+  coordinates) and how many labels found no free place and were left out."""
   fig = ax.figure
   fig.canvas.draw()  # Fixes the transforms so that text extents are final.
   renderer = fig.canvas.get_renderer()
@@ -53,8 +54,7 @@ def place_labels(ax, points: Sequence[tuple[float, float, str]], *, fontsize=6,
       label.remove()
     else:
       left_out += 1
-  ax._labels_left_out = getattr(ax, "_labels_left_out", 0) + left_out  # pylint: disable=protected-access
-  return placed
+  return placed, left_out
 
 
 _WIDTH_COLORS = {1.4: "tab:purple", 1.3: "tab:pink", 1.0: "tab:blue", 0.75: "tab:orange",
@@ -82,8 +82,7 @@ def _inside(box, frame) -> bool:
           and box.y1 <= frame.y1)
 
 
-def _save(fig, ax_list, path: epath.Path, caption: str = "") -> None:
-  left_out = sum(getattr(ax, "_labels_left_out", 0) for ax in ax_list)
+def _save(fig, path: epath.Path, caption: str = "", left_out: int = 0) -> None:
   if left_out:
     caption = (caption + " " if caption else "") + (
         f"({left_out} point label(s) left out: no free space; see the table.)")
@@ -129,10 +128,10 @@ def accuracy_vs_cost(path: epath.Path, *, x: str, paper_lines: dict,
   fig.subplots_adjust(left=0.08, right=0.74, top=0.93, bottom=0.12)
   reference = [p for pts in (*paper_lines.values(), *released_lines.values())
                for p in pts]
-  place_labels(ax, [(p[0], p[1], p[2]) for p in ours], color="tab:red",
-               obstacles=reference)
-  _save(fig, [ax], path, "Lines join one width's resolutions; released = TF-slim "
-        "checkpoints (experiments/slim_checkpoints.csv).")
+  _, left_out = place_labels(ax, [(p[0], p[1], p[2]) for p in ours], color="tab:red",
+                             obstacles=reference)
+  _save(fig, path, "Lines join one width's resolutions; released = TF-slim "
+        "checkpoints (experiments/slim_checkpoints.csv).", left_out)
 
 
 def lines_plot(path: epath.Path, lines: dict[str, list[tuple[float, float]]], *,
@@ -152,9 +151,10 @@ def lines_plot(path: epath.Path, lines: dict[str, list[tuple[float, float]]], *,
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
   fig.subplots_adjust(left=0.1, right=0.7, top=0.92, bottom=0.13)
+  left_out = 0
   if point_labels:
-    place_labels(ax, [(x, y, text) for (x, y), text in point_labels.items()])
-  _save(fig, [ax], path, caption)
+    _, left_out = place_labels(ax, [(x, y, t) for (x, y), t in point_labels.items()])
+  _save(fig, path, caption, left_out)
 
 
 def training_curves(path: epath.Path, curves: dict[str, list[dict]], caption="") -> None:
@@ -175,4 +175,4 @@ def training_curves(path: epath.Path, curves: dict[str, list[dict]], caption="")
   axes[1].legend(fontsize=5.5, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol)
   fig.subplots_adjust(left=0.06, right=0.68 if ncol == 1 else 0.55, wspace=0.25,
                       top=0.92, bottom=0.13)
-  _save(fig, list(axes), path, caption)
+  _save(fig, path, caption)

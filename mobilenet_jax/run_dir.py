@@ -42,9 +42,8 @@ NON_IDENTITY_KEYS = frozenset({
     "model.depthwise_impl", "model.pointwise_impl", "data.data_dir",
     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "keep_best_checkpoint", "eval_every_steps", "eval_batch_size"})
-# Of those and the rest, the ones that may differ between a checkpoint and the run
-# restoring it without changing the train state's structure are everything but
-# `_structural_config`'s.
+# Model entries a checkpoint and the run resuming it may disagree on: same parameters,
+# other kernels. (Which other entries may differ: see `_structural_config`.)
 _RUNTIME_ONLY_MODEL_KEYS = ("model.depthwise_impl", "model.pointwise_impl")
 
 
@@ -311,7 +310,8 @@ def restore_weights(workdir, step: int | None = None,
   Arrays are placed with `sharding`, by default whole on every device.
   """
   # Imported here: reading results and configs needs neither Orbax nor a mesh.
-  from mobilenet_jax.train import checkpointing, sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mobilenet_jax.train import checkpointing, sharding as sharding_lib
   weights, step, config = checkpointing.restore_subtrees(
       str(workdir), WEIGHTS, sharding or sharding_lib.replicated_everywhere(), step)
   return weights, step, ml_collections.ConfigDict(config)

@@ -293,8 +293,8 @@ def test_labels_never_overlap():
   fig, ax = plt.subplots(figsize=(4, 3))
   points = [(1 + 0.01 * i, 1 + 0.01 * (i % 3), f"label number {i}") for i in range(30)]
   ax.scatter([p[0] for p in points], [p[1] for p in points])
-  boxes = plots.place_labels(ax, points)
-  assert len(boxes) + ax._labels_left_out == 30 and len(boxes) >= 5  # pylint: disable=protected-access
+  boxes, left_out = plots.place_labels(ax, points)
+  assert len(boxes) + left_out == 30 and len(boxes) >= 5
   for i, a in enumerate(boxes):
     for b in boxes[i + 1:]:
       assert not a.overlaps(b)
