@@ -116,18 +116,22 @@ COLUMNS = ("paper table", "model", "paper top-1", "released top-1", "ours top-1"
            "ours params (M)", "steps", "dataset", "run")
 
 
-def build_table(runs: list[RunResult], sweep_archs: set | None = None
+def build_table(runs: list[RunResult], sweep_archs: set | None = None,
+                paper_table: tuple[str, str] | None = None
                 ) -> tuple[list[dict[str, str]], list[str]]:
   """The architecture comparison rows (column -> cell) and the notes under them.
 
   Paper rows without a run are listed as "not run" (only those of `sweep_archs`, the
-  sweep's architectures, when given).
+  sweep's architectures, when given). With `paper_table` (("v1", "6")) only that
+  table's rows are listed.
   """
   by_arch: dict[tuple, list[RunResult]] = {}
   for run in runs:
     by_arch.setdefault(run.arch, []).append(run)
   table, marks, seen = [], set(), set()
   for row, arch in _paper_rows():
+    if paper_table and (row.paper, row.table) != paper_table:
+      continue
     released = references.lookup_arch(arch)
     base = {"paper table": _table_label(row), "model": row.model,
             "paper top-1": f"{row.top1:.1f}",
@@ -278,8 +282,10 @@ def architecture_plots(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
                                      ("params_m", PARAMS_PLOT))):
     pick = lambda lines: {k: [(p[index], p[2]) for p in v] for k, v in lines.items()}
     ours = [(costs[r.name][index], r.top1, r.name, r.comparable) for r in runs]
+    note = ("Smoke runs are drawn at the cost of the full-size point they stand for."
+            if any(r.stands_in for r in runs) else "")
     plots.accuracy_vs_cost(out_dir / name, x=x, paper_lines=pick(paper_lines),
-                           released_lines=pick(released), ours=ours)
+                           released_lines=pick(released), ours=ours, note=note)
     written.append(name)
   return written
 
@@ -358,7 +364,10 @@ def compare(root: str, out: str | None = None) -> str:
   if kind == "architecture":
     sweep_archs = ({run_dir.architecture(p["point_config"]) for p in manifest["points"]
                     if "point_config" in p} if manifest else None)
-    table, notes = build_table(runs, sweep_archs or None)
+    paper_table = None
+    if manifest and manifest.get("sweep") in sweeps.SWEEP_NAMES:
+      paper_table = sweeps.get_sweep(manifest["sweep"]).paper_table
+    table, notes = build_table(runs, sweep_archs or None, paper_table)
     markdown = to_markdown(table, notes + warnings)
     written = architecture_plots(runs, out_dir)
   else:

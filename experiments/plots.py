@@ -95,7 +95,7 @@ def _save(fig, path: epath.Path, caption: str = "", left_out: int = 0) -> None:
 
 def accuracy_vs_cost(path: epath.Path, *, x: str, paper_lines: dict,
                      released_lines: dict, ours: list[tuple[float, float, str, bool]],
-                     ) -> None:
+                     note: str = "") -> None:
   """Top-1 against Mult-Adds (x="mult_adds_m") or params (x="params_m"), log x.
 
   `paper_lines` / `released_lines`: {label: [(x, top1), ...]} drawn as one line per
@@ -131,7 +131,7 @@ def accuracy_vs_cost(path: epath.Path, *, x: str, paper_lines: dict,
   _, left_out = place_labels(ax, [(p[0], p[1], p[2]) for p in ours], color="tab:red",
                              obstacles=reference)
   _save(fig, path, "Lines join one width's resolutions; released = TF-slim "
-        "checkpoints (experiments/slim_checkpoints.csv).", left_out)
+        "checkpoints (experiments/slim_checkpoints.csv). " + note, left_out)
 
 
 def lines_plot(path: epath.Path, lines: dict[str, list[tuple[float, float]]], *,
@@ -173,6 +173,6 @@ def training_curves(path: epath.Path, curves: dict[str, list[dict]], caption="")
   axes[1].set_title("Training top-1 (batch accuracy)")
   ncol = 1 if len(curves) <= 14 else 2
   axes[1].legend(fontsize=5.5, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol)
-  fig.subplots_adjust(left=0.06, right=0.68 if ncol == 1 else 0.55, wspace=0.25,
-                      top=0.92, bottom=0.13)
+  right = 0.8 if len(curves) <= 6 else 0.68 if ncol == 1 else 0.55
+  fig.subplots_adjust(left=0.06, right=right, wspace=0.25, top=0.92, bottom=0.13)
   _save(fig, path, caption)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 
 from mobilenet_jax import costs
 
@@ -36,14 +37,17 @@ RESOLUTION_SCALE = 32 / 224
 BATCH_DIVISOR = 16
 DEFAULT_IMAGES = 3840
 
-# Cost model for the estimate, measured here on a 2-core CPU shared with other work
-# (load average ~8, 2026-12-01; V1 1.0 at 32x32, batch 64): process start (JAX and
-# TensorFlow imports, dataset open) ~14 s, compiling train and eval steps ~50 s, then
-# ~4 GMAC/s of training and evaluation arithmetic.
-STARTUP_S = 14.0
-COMPILE_S = {"mobilenet_v1": 50.0, "mobilenet_v2": 80.0}
-COMPILE_PER_WORKER_S = 0.5  # vmapped virtual workers compile into a larger step.
-MACS_PER_S = 4.0e9
+# Cost model for the estimate, per point, measured here (2026-12-01) on a 2-core CPU
+# shared with other work (load average ~12), two points at a time (--parallel=2): the
+# Table 6 smoke sweep, V1 at 32x32, batch 64. Process start (JAX and TensorFlow
+# imports, dataset open, init) ~95 s, compiling the train and eval steps ~160 s
+# (nearly independent of the width), then ~1.4 GMAC/s of training and evaluation
+# arithmetic. An idle machine is several times faster; the estimate says so.
+STARTUP_S = 95.0
+COMPILE_S = {"mobilenet_v1": 160.0, "mobilenet_v2": 250.0}
+COMPILE_PER_WORKER_S = 2.0  # vmapped virtual workers compile into a larger step.
+MACS_PER_S = 1.4e9
+MEASURED_LOAD = 12.0
 
 
 def smoke_overrides(config, images: int = DEFAULT_IMAGES) -> list[tuple[str, object]]:
@@ -116,11 +120,15 @@ def format_estimate(estimates: list[Estimate], parallel: int = 1) -> str:
   """One line: the sweep's estimated wall time, and how much of it is compilation."""
   total = sum(e.total_s for e in estimates)
   compile_s = sum(e.compile_s for e in estimates)
-  wall = total / max(1, min(parallel, len(estimates)))
-  return (f"Smoke estimate: {len(estimates)} points, ~{_minutes(wall)} wall time "
-          f"(compilation ~{_minutes(compile_s)} and process start-up "
-          f"~{_minutes(STARTUP_S * len(estimates))} of it, summed over points), from a "
-          "cost model measured on a loaded 2-core CPU (experiments/smoke.py).")
+  # Measured with two points at a time on 2 cores: more at once does not go faster.
+  wall = total / max(1, min(parallel, 2, len(estimates)))
+  startup_s = sum(e.startup_s for e in estimates)
+  return (f"Smoke estimate: {len(estimates)} points, ~{_minutes(wall)} wall time at "
+          f"--parallel={parallel} ({_minutes(total)} summed over points: compilation "
+          f"{_minutes(compile_s)}, process start-up {_minutes(startup_s)}, training and "
+          f"evaluation {_minutes(total - compile_s - startup_s)}), from a cost model "
+          f"measured on a 2-core CPU at load average ~{MEASURED_LOAD:.0f}; load now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (experiments/smoke.py).")
 
 
 def _minutes(seconds: float) -> str:

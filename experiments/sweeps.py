@@ -70,6 +70,7 @@ class Sweep:
   kind: str
   description: str
   points: tuple[Point, ...]
+  paper_table: tuple[str, str] | None = None  # ("v1", "6"): the rows it reproduces.
 
 
 def override_args(overrides: Iterable[Override]) -> list[str]:
@@ -227,20 +228,27 @@ def _batch() -> list[tuple[str, tuple]]:
           for b in BATCH_SIZES]
 
 
-_DEFINITIONS: dict[str, tuple[str, str, Callable[[], list]]] = {}
+_DEFINITIONS: dict[str, tuple] = {}
 
 
-def _register(name: str, kind: str, description: str, points: Callable[[], list]):
-  _DEFINITIONS[name] = (kind, description, points)
+def _register(name: str, kind: str, description: str, points: Callable[[], list],
+              paper_table: tuple[str, str] | None = None):
+  _DEFINITIONS[name] = (kind, description, points, paper_table)
 
 
-_register("table4", "architecture", "V1 Table 4", lambda: _table("v1", "4"))
-_register("table5", "architecture", "V1 Table 5", lambda: _table("v1", "5"))
-_register("table6", "architecture", "V1 Table 6", lambda: _table("v1", "6"))
-_register("table7", "architecture", "V1 Table 7", lambda: _table("v1", "7"))
-_register("table9", "architecture", "V1 Table 9", lambda: _table("v1", "9"))
+def _register_table(name: str, paper_name: str, table: str):
+  label = f"V1 Table {table}" if paper_name == "v1" else f"{paper_name.upper()} {table}"
+  _register(name, "architecture", label, lambda: _table(paper_name, table),
+            (paper_name, table))
+
+
+_register_table("table4", "v1", "4")
+_register_table("table5", "v1", "5")
+_register_table("table6", "v1", "6")
+_register_table("table7", "v1", "7")
+_register_table("table9", "v1", "9")
 _register("grid", "architecture", "V1 Figures 4/5 grid", lambda: _grid("v1"))
-_register("v2", "architecture", "V2 headline", lambda: _table("v2", "headline"))
+_register_table("v2", "v2", "headline")
 _register("v2grid", "architecture", "V2 released-checkpoint grid", lambda: _grid("v2"))
 _register("all", "architecture", "every paper architecture", lambda: [
     s for n in ("table4", "table5", "table6", "table7", "table9", "grid", "v2")
@@ -264,8 +272,8 @@ def get_sweep(name: str) -> Sweep:
 
 @functools.cache
 def _build(name: str) -> Sweep:
-  kind, description, points = _DEFINITIONS[name]
-  return Sweep(name, kind, description, _name_points(points()))
+  kind, description, points, paper_table = _DEFINITIONS[name]
+  return Sweep(name, kind, description, _name_points(points()), paper_table)
 
 
 def main(argv):

@@ -299,3 +299,18 @@ def test_labels_never_overlap():
     for b in boxes[i + 1:]:
       assert not a.overlaps(b)
   plt.close(fig)
+
+
+def test_distributed_without_a_cluster_is_one_message(tmp_path):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE",
+                      "MEGASCALE_COORDINATOR_ADDRESS")}
+  result = subprocess.run(
+      [sys.executable, "-m", "mobilenet_jax.main", "--config=configs/default.py",
+       f"--workdir={tmp_path}/run", "--distributed"], cwd=h.REPO, capture_output=True,
+      text=True, timeout=120, env=dict(env, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 2
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "--distributed: no cluster environment" in errors[0]
+  assert "--coordinator_address" in errors[0] and "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run")
