@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mobilenet_jax.errors import CheckpointError
 from mobilenet_jax import run_dir
+from mobilenet_jax.errors import CheckpointError
 
 PyTree = Any
 
