@@ -16,7 +16,7 @@ from mobilenet_jax import run_dir
 from tests import training_runs
 
 SYNC = "v1_w1_r224_tau0_workers1_lrscale-none"
-STALE = "v1_w1_r224_tau1_workers1_lrscale-inverse"
+STALE = "v1_w1_r224_tau2_workers1_lrscale-inverse"
 
 
 def _launch_command(root, data_dir):
@@ -29,7 +29,7 @@ def _launch_command(root, data_dir):
           "--config.data.eval_split=test"]
 
 
-def _wait_for(predicate, proc, timeout=300):
+def _wait_for(predicate, proc, timeout=600):
   deadline = time.time() + timeout
   while not predicate():
     assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -56,7 +56,7 @@ def test_launch_interrupt_relaunch_compare(tmp_path, shapes_tiny_dir):
   assert "Preempted" in run_dir.log_path(stale).read_text()
 
   again = subprocess.run(command, cwd=training_runs.REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=600)
   assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
   assert f"[1/2] skip {SYNC}" in again.stdout and f"done {STALE}" in again.stdout
   assert "from step 0 " not in run_dir.log_path(stale).read_text().split("Preempted")[1]
@@ -66,7 +66,7 @@ def test_launch_interrupt_relaunch_compare(tmp_path, shapes_tiny_dir):
   # The point's overrides reached the trained config, as read back from the run.
   config = run_dir.read_config(stale)
   assert (config.staleness, config.num_workers, config.lr.staleness_scaling) == (
-      1, 1, "inverse")
+      2, 1, "inverse")
   assert config.model.width == 0.25 and config.data.image_size == 32
   assert run_dir.read_results(stale).steps == 60
   recorded = manifest.read(root)
@@ -76,6 +76,6 @@ def test_launch_interrupt_relaunch_compare(tmp_path, shapes_tiny_dir):
 
   markdown = compare.compare(root)
   assert "| run | lr.staleness_scaling | staleness | steps |" in markdown
-  assert f"| {STALE} | inverse | 1 | 60 |" in markdown
+  assert f"| {STALE} | inverse | 2 | 60 |" in markdown
   for name in (compare.STALENESS_PLOT, compare.CURVES_PLOT):
     assert os.path.getsize(os.path.join(root, name)) > 1000
