@@ -211,8 +211,13 @@ def recipe_table(runs: list[RunResult]) -> tuple[list[dict[str, str]], tuple, li
   keys = swept_keys(runs)
   columns = ("run", *keys, "steps", "final top-1", "eval loss", "train loss",
              "wall time (s)", "dataset")
+  def order(run):  # By the swept values: numbers as numbers, then text.
+    flat = run_dir.flatten(run.point_config)
+    return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
+            for v in (flat.get(k) for k in keys)]
+
   table = []
-  for run in runs:
+  for run in sorted(runs, key=order):
     flat = run_dir.flatten(run.point_config)
     train = run_dir.read_metrics(run.workdir, "train")
     table.append({
