@@ -102,6 +102,10 @@ def train_config() -> ml_collections.ConfigDict:
   config.lr.decay_rate = 0.94  # TPU reference: 0.94 every 3 epochs.
   config.lr.decay_epochs = 3.0
   config.lr.min_ratio = 1e-4  # Floor as a fraction of the initial rate (TPU reference).
+  # "inverse": a gradient d steps stale gets lr / max(1, d) (staleness-aware async SGD,
+  # Zhang et al. 2016, arXiv:1511.05950); "none": every gradient gets lr. Only acts with
+  # staleness > 0 (mobilenet_jax/train/async_emulation.py).
+  config.lr.staleness_scaling = "none"
 
   # L2 weight decay added to the gradient (TF's wd*sum(w^2)/2 has gradient wd*w) on
   # regular conv and classifier kernels; TF-slim: 4e-5.

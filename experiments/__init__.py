@@ -1,1 +1,2 @@
-"""Sweeps that reproduce the MobileNet papers' tables, and the comparison with them."""
+"""Sweeps (the papers' tables and recipe studies), the launcher (local and TPU VMs),
+and the comparison with the papers, the released checkpoints and each other."""

@@ -33,8 +33,6 @@ TFLite models run with the LiteRT interpreter (`ai-edge-litert`).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from typing import Callable, Iterator
 

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mobilenet_jax import config_files, console
-from mobilenet_jax.errors import cli_main
+from mobilenet_jax.errors import ConfigError, cli_main
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with :args.", lock_config=True)
@@ -39,6 +39,22 @@ _CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE
                 "MEGASCALE_COORDINATOR_ADDRESS")
 
 
+def _initialize_distributed(jax) -> None:
+  """jax.distributed.initialize(), or one ConfigError saying what is missing."""
+  try:
+    # On CPU, collectives across processes go through gloo (JAX's default).
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  except ValueError as e:  # JAX found no cluster to join, e.g. "coordinator_address ..."
+    reason = str(e).rstrip(".")
+    raise ConfigError(
+        f"--distributed: no cluster environment found ({reason}). On a Cloud TPU VM "
+        "slice, SLURM or Open MPI JAX finds its processes by itself; elsewhere pass "
+        "--coordinator_address=HOST:PORT --num_processes=N --process_id=I, or drop "
+        "--distributed for a single process.") from None
+
+
 def main(argv):
   """absl entry point."""
   if len(argv) > 1:
@@ -49,10 +65,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
-    # On CPU, collectives across processes go through gloo (JAX's default).
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    _initialize_distributed(jax)
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top

@@ -14,9 +14,8 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mobilenet_jax import models
+from mobilenet_jax import models, run_dir
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.train import checkpointing
 
 
 def load(workdir: str, step: int | None = None, ema: bool = False,
@@ -28,7 +27,7 @@ def load(workdir: str, step: int | None = None, ema: bool = False,
   the weights instead of the weights. Arrays are replicated over every device unless
   `sharding` says otherwise. Raises CheckpointError if there is no usable checkpoint.
   """
-  weights, step, config = checkpointing.restore_variables(workdir, step, sharding)
+  weights, step, config = run_dir.restore_weights(workdir, step, sharding)
   if ema and not config.get("ema_decay", 0):
     raise ConfigError(f"The run in {workdir} kept no moving average (ema_decay=0); "
                       "load it without ema.")

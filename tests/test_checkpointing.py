@@ -116,20 +116,18 @@ def test_other_format_version(saved):
     checkpointing.read_config(workdir)
 
 
-def test_config_mismatch_names_keys(saved):
-  workdir, _ = saved
-  other = h.config(staleness=1, **{"model.width": 0.5, "optimizer.name": "sgd"})
-  with pytest.raises(CheckpointError) as error:
-    checkpointing.Checkpointer(workdir, other).restore_or_initial(h.fake_state(other))
-  message = str(error.value)
-  assert f"{workdir}/checkpoints/10" in message
-  assert "model.width: 0.25 (checkpoint) vs 0.5 (now)" in message
-  assert "staleness: 0 (checkpoint) vs 1 (now)" in message
-  assert "optimizer.name: 'rmsprop_tf' (checkpoint) vs 'sgd' (now)" in message
-  # Non-structural changes (learning rate, implementation choices) are fine.
-  same = h.config(**{"lr.base": 1.0, "model.depthwise_impl": "xla"})
-  checkpointing.Checkpointer(workdir, same).restore_or_initial(
-      h.fake_state(same, size=4096))
+def test_check_config_runs_before_restoring(saved):
+  workdir, cfg = saved
+  seen = []
+
+  def refuse(stored, path):
+    seen.append((stored["model"]["width"], path))
+    raise CheckpointError("refused")
+
+  with pytest.raises(CheckpointError, match="refused"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(
+        h.fake_state(cfg, size=4096), check_config=refuse)
+  assert seen == [(cfg.model.width, f"{workdir}/checkpoints/10")]
 
 
 def test_state_mismatch_names_arrays(saved):
@@ -140,14 +138,13 @@ def test_state_mismatch_names_arrays(saved):
     checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg))
 
 
-def test_restore_variables_reads_only_weights(saved):
+def test_restore_subtrees_reads_only_those(saved):
   workdir, cfg = saved
-  weights, step, stored = checkpointing.restore_variables(workdir)
-  expected = h.fake_state(cfg, step=10, size=4096)
-  assert step == 10 and stored.model.width == cfg.model.width
-  h.assert_trees_equal(weights["params"], expected.params)
-  h.assert_trees_equal(weights["ema_params"], expected.ema_params)
-  h.assert_trees_equal(weights["batch_stats"], expected.batch_stats)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  trees, step, stored = checkpointing.restore_subtrees(workdir, ("params",), sharding)
+  assert step == 10 and stored["model"]["width"] == cfg.model.width
+  assert set(trees) == {"params"}
+  h.assert_trees_equal(trees["params"], h.fake_state(cfg, step=10, size=4096).params)
 
 
 _WRITE_ON_8 = """

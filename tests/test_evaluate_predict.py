@@ -93,14 +93,14 @@ def test_load_errors(run_on_8):
 
 def test_ema_of_a_run_without_ema(run_on_8, monkeypatch):
   from mobilenet_jax import restore  # pylint: disable=g-import-not-at-top
-  original = restore.checkpointing.restore_variables
+  original = restore.run_dir.restore_weights
 
   def without_ema(*args, **kwargs):
     weights, step, config = original(*args, **kwargs)
     config.ema_decay = 0.0
     return weights, step, config
 
-  monkeypatch.setattr(restore.checkpointing, "restore_variables", without_ema)
+  monkeypatch.setattr(restore.run_dir, "restore_weights", without_ema)
   with pytest.raises(ConfigError, match="ema_decay=0"):
     restore.load(run_on_8, ema=True)
 

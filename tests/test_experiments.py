@@ -1,171 +1,317 @@
-"""The experiments tooling: sweeps, the launcher (dry runs only) and the comparison.
-
-Nothing here trains: the comparison reads synthetic results.json files.
-"""
+"""The experiments tooling: sweeps as data, smoke mode, the launcher (dry runs, local
+failures, TPU commands) and the comparison. Nothing here trains (see
+tests/test_sweep_end_to_end.py for the run that does)."""
 
 import io
 import json
+import os
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from experiments import compare, launch, paper, sweeps
+from experiments import compare, launch, paper, plots, references, smoke, sweeps, tpu
+from mobilenet_jax import run_dir
+from tests import ckpt_helpers as h
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _arch(spec):
-  """(width, resolution, depth, block) of a config spec."""
-  config = paper.load_config(spec)
+def _arch(point):
+  """(width, resolution, depth, block) of a point."""
+  config = point.build()
   return (config.model.width, config.data.image_size, config.model.get("depth"),
           config.model.get("block"))
 
 
 def test_table6_is_four_widths_at_224():
-  runs = sweeps.get_sweep("table6")
-  assert [_arch(r.config)[:2] for r in runs] == [(1.0, 224), (0.75, 224), (0.5, 224),
-                                                 (0.25, 224)]
-  assert [r.name for r in runs] == ["v1_w1_r224", "v1_w0.75_r224", "v1_w0.5_r224",
-                                    "v1_w0.25_r224"]
+  points = sweeps.get_sweep("table6").points
+  assert [_arch(p)[:2] for p in points] == [(1.0, 224), (0.75, 224), (0.5, 224),
+                                            (0.25, 224)]
+  assert [p.name for p in points] == ["v1_w1_r224", "v1_w0.75_r224", "v1_w0.5_r224",
+                                      "v1_w0.25_r224"]
 
 
 def test_table_sweeps_follow_the_paper():
-  assert [_arch(r.config) for r in sweeps.get_sweep("table4")] == [
+  get = lambda name: sweeps.get_sweep(name).points
+  assert [_arch(p) for p in get("table4")] == [
       (1.0, 224, "full", "full_conv"), (1.0, 224, "full", "separable")]
-  assert [_arch(r.config)[2] for r in sweeps.get_sweep("table5")] == ["full", "shallow"]
-  assert [_arch(r.config)[:2] for r in sweeps.get_sweep("table7")] == [
-      (1.0, 224), (1.0, 192), (1.0, 160), (1.0, 128)]
-  assert [r.name for r in sweeps.get_sweep("table9")] == ["v1_w0.5_r160"]
-  (v2,) = sweeps.get_sweep("v2")
-  assert paper.load_config(v2.config).model.name == "mobilenet_v2"
+  assert [_arch(p)[2] for p in get("table5")] == ["full", "shallow"]
+  assert [_arch(p)[:2] for p in get("table7")] == [(1.0, 224), (1.0, 192), (1.0, 160),
+                                                   (1.0, 128)]
+  assert [p.name for p in get("table9")] == ["v1_w0.5_r160"]
+  (v2,) = get("v2")
+  assert v2.build().model.name == "mobilenet_v2"
+  assert {_arch(p)[:2] for p in get("grid")} == {
+      (w, r) for w in (1.0, 0.75, 0.5, 0.25) for r in (224, 192, 160, 128)}
+  v2grid = get("v2grid")
+  assert {_arch(p)[:2] for p in v2grid} == {
+      (w, r) for w in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4) for r in (96, 128, 160, 192, 224)}
+  # 22 of the 30 have a released checkpoint (1.3 and 1.4 only at 224).
+  assert sum(references.lookup("v2", *_arch(p)[:2]) is not None for p in v2grid) == 22
+  assert len(get("all")) == 19  # 16 grid points + full_conv, shallow and V2.
 
 
-def test_grid_is_sixteen_distinct_points():
-  archs = {_arch(r.config)[:2] for r in sweeps.get_sweep("grid")}
-  assert archs == {(w, r) for w in (1.0, 0.75, 0.5, 0.25) for r in (224, 192, 160, 128)}
+def test_recipe_sweeps():
+  points = sweeps.get_sweep("async").points
+  settings = {(c.staleness, c.num_workers, c.lr.staleness_scaling)
+              for c in (p.build() for p in points)}
+  # Without staleness neither workers nor scaling change anything: tau=0 once; the
+  # inverse scaling is lr / max(1, d), the same as none for delays d <= 1.
+  assert settings == {(0, 1, "none")} | {(1, w, "none") for w in (1, 4, 16)} | {
+      (t, w, s) for t in (2, 4, 8) for w in (1, 4, 16) for s in ("none", "inverse")}
+  assert "v1_w1_r224_tau4_workers16_lrscale-inverse" in {p.name for p in points}
+  batch = {p.name: p.build() for p in sweeps.get_sweep("batch").points}
+  assert [c.global_batch_size for c in batch.values()] == [
+      256, 512, 1024, 2048, 4096, 8192, 16384]
+  big = batch["v1_w1_r224_batch16384_accum8"]
+  assert big.grad_accum_steps == 8 and big.lr.warmup_epochs == 5.0
+  # Linear scaling is the configs' own: peak lr = base x batch / 256.
+  assert big.lr.base == 0.165 and big.lr.reference_batch == 256
 
 
-def test_every_spec_loads_and_names_are_unique():
-  for name in sweeps.SWEEP_NAMES:
-    runs = sweeps.get_sweep(name)
-    assert runs and len({r.name for r in runs}) == len(runs), name
-    for run in runs:
-      paper.load_config(run.config)
-      paper.load_config(sweeps.with_args(run.config, "runlocal"))
-  # "all" holds every architecture of the other sweeps once: 16 grid points plus
-  # full_conv, shallow and V2.
-  assert len(sweeps.get_sweep("all")) == 19
+@pytest.mark.parametrize("name", sweeps.SWEEP_NAMES)
+def test_every_sweep_has_distinct_points_full_size_and_smoke(name, tmp_path):
+  points = sweeps.get_sweep(name).points
+  assert len({p.name for p in points}) == len(points)
+  identities = {json.dumps(run_dir.identity(p.build()), sort_keys=True) for p in points}
+  assert len(identities) == len(points)
+  # Smoke mode keeps them apart (runlocal would make all of Table 6 one network).
+  jobs = launch.make_jobs(name, str(tmp_path), local_smoke=True)
+  smoke_ids = {json.dumps(run_dir.identity(j.full_config), sort_keys=True) for j in jobs}
+  assert len(smoke_ids) == len(points)
+  for job in jobs:
+    config = job.full_config
+    assert config["data"]["name"] == "shapes10" and config["data"]["image_size"] <= 32
+    assert config["model"]["width"] == job.point_config["model"]["width"]
+
+
+def test_names_never_collide():
+  specs = [("mobilenet_v1.py", (("lr.base", 0.1),)),
+           ("mobilenet_v1.py", (("lr.base", 0.1000001),))]
+  with pytest.raises(ValueError, match="would both be named 'v1_w1_r224_lr0.1'"):
+    sweeps._name_points(specs)  # pylint: disable=protected-access
+  # The same point twice (the tables repeat rows) is one point.
+  assert len(sweeps._name_points([specs[0], specs[0]])) == 1  # pylint: disable=protected-access
 
 
 def test_unknown_sweep_lists_the_names():
-  with pytest.raises(ValueError, match=r"Unknown sweep 'table8'.*table6.*grid.*all"):
+  with pytest.raises(ValueError, match=r"Unknown sweep 'table8'.*table6.*async.*batch"):
     sweeps.get_sweep("table8")
 
 
-def test_dry_run_prints_commands_and_skips_finished(tmp_path):
+def test_smoke_keeps_the_recipe_and_scales_the_schedule():
+  config = sweeps.get_sweep("batch").points[-1].build()  # 16384, accum 8, warmup 5.
+  shrunk = sweeps.apply_overrides(config.copy_and_resolve_references(),
+                                  smoke.smoke_overrides(config, images=8192))
+  assert shrunk.global_batch_size == 1024 and shrunk.grad_accum_steps == 8
+  assert shrunk.num_train_steps == 8 and shrunk.data.image_size == 32
+  # Warmup keeps its share of the run: 5 of 300 epochs.
+  assert shrunk.lr.warmup_epochs / shrunk.num_epochs == pytest.approx(5 / 300, rel=1e-3)
+  assert [smoke.smoke_resolution(r) for r in (224, 192, 160, 128, 96)] == [
+      32, 27, 23, 18, 14]
+  estimate = smoke.estimate(shrunk)
+  assert estimate.compile_s > 0 and estimate.total_s > estimate.compile_s
+  assert "compilation" in smoke.format_estimate([estimate])
+
+
+def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
   root = str(tmp_path / "runs")
   (tmp_path / "runs" / "v1_w0.5_r224").mkdir(parents=True)
   (tmp_path / "runs" / "v1_w0.5_r224" / "results.json").write_text("{}")
-  jobs = launch.make_jobs("table6", root, local_smoke=True, python="python",
-                          extra_args=("--config.num_train_steps=2",))
-  out = io.StringIO()
-  assert launch.run_jobs(jobs, dry_run=True, out=out) == []
-  lines = out.getvalue().splitlines()
-  assert lines[0] == ("python -m mobilenet_jax.main --config=configs/mobilenet_v1.py:runlocal "
+  result = _launch("--sweep=table6", f"--root={root}", "--dry_run", "--python=python",
+                   "--", "--config.num_train_steps=2")
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("[3/4] skip v1_w0.5_r224")
+  assert lines[1] == ("python -m mobilenet_jax.main --config=configs/mobilenet_v1.py "
                       f"--workdir={root}/v1_w1_r224 --config.num_train_steps=2")
-  assert lines[1] == ("python -m mobilenet_jax.main "
-                      "--config=configs/mobilenet_v1.py:width=0.75,runlocal "
-                      f"--workdir={root}/v1_w0.75_r224 --config.num_train_steps=2")
-  assert lines[2].startswith("[3/4] skip v1_w0.5_r224")
-  assert "width=0.25,runlocal" in lines[3]
-  assert not (tmp_path / "runs" / "v1_w1_r224").exists()  # A dry run creates nothing.
+  assert lines[2].startswith("python -m mobilenet_jax.main "
+                             "--config=configs/mobilenet_v1.py:width=0.75 ")
+  assert "width=0.25" in lines[3] and len(lines) == 4
+  assert sorted(os.listdir(root)) == ["v1_w0.5_r224"]  # A dry run writes nothing.
 
 
-def test_launcher_cli_dry_run(tmp_path):
+def _launch(*args, offline=False):
+  """Runs the launcher CLI; `offline`: every socket connection and DNS lookup fails."""
+  code = ("import runpy, socket, sys\n"
+          "def refuse(*a, **k): raise OSError('network use in a dry run')\n"
+          + ("socket.socket.connect = refuse; socket.getaddrinfo = refuse\n" if offline
+             else "")
+          + "sys.argv = ['launch'] + sys.argv[1:]\n"
+          "runpy.run_module('experiments.launch', run_name='__main__')\n")
+  result = subprocess.run([sys.executable, "-c", code, *args], cwd=h.REPO,
+                          env=dict(os.environ, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu"),
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+@pytest.mark.parametrize("sweep", ["table6", "async"])
+def test_tpu_dry_run_commands_offline(sweep):
+  root = "gs://bucket/runs/" + sweep
+  result = _launch(f"--sweep={sweep}", f"--root={root}", "--tpu=slice-a,slice-b",
+                   "--zone=us-central2-b", "--project=proj", "--dry_run", "--",
+                   "--config.data.data_dir=gs://bucket/tfds", offline=True)
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("git archive --format=tar.gz -o mobilenet-jax-")
+  copies = [shlex.split(line) for line in lines[1:3]]
+  assert [c[:6] for c in copies] == [["gcloud", "compute", "tpus", "tpu-vm", "scp",
+                                      c[5]] for c in copies]
+  assert [c[6] for c in copies] == ["slice-a:~/", "slice-b:~/"]
+  points = sweeps.get_sweep(sweep).points
+  ssh = [shlex.split(line) for line in lines[3:]]
+  assert len(ssh) == len(points)
+  for i, (command, point) in enumerate(zip(ssh, points)):
+    assert command[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh",
+                           ("slice-a", "slice-b")[i % 2]]  # Slices share the points.
+    assert command[6:9] == ["--zone=us-central2-b", "--project=proj", "--worker=all"]
+    (script,) = [c[len("--command="):] for c in command if c.startswith("--command=")]
+    assert "pip install" in script and "'jax[tpu]==" in script and tpu.LIBTPU_INDEX in script
+    assert "nohup bash -c " in script and "wait $!" in script
+    train = f"python3 -m mobilenet_jax.main --config=configs/{point.config} "
+    assert train in script and f"--workdir={root}/{point.name} --distributed" in script
+    assert " ".join(point.args()) in script
+    assert "--config.data.data_dir=gs://bucket/tfds" in script
+    assert f"gcloud storage cp $HOME/mobilenet-jax-logs/{point.name}." in script
+    assert f"{root}/{point.name}/train.$(hostname).log" in script
+    assert sys.executable not in script and h.REPO not in script
+  # The remote script is valid bash.
+  check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+  assert check.returncode == 0, check.stderr
+
+
+def test_tpu_needs_a_shared_root(tmp_path):
+  code = ("import runpy, sys; sys.argv = ['launch'] + sys.argv[1:]; "
+          "runpy.run_module('experiments.launch', run_name='__main__')")
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.launch", "--sweep=table9",
-       f"--root={tmp_path}", "--dry_run", "--python=python", "--",
-       "--config.global_batch_size=64"],
-      capture_output=True, text=True, check=True, timeout=60)
-  assert result.stdout.strip() == (
-      "python -m mobilenet_jax.main --config=configs/mobilenet_v1.py:width=0.5,res=160 "
-      f"--workdir={tmp_path}/v1_w0.5_r160 --config.global_batch_size=64")
+      [sys.executable, "-c", code, "--sweep=table9", f"--root={tmp_path}", "--tpu=a",
+       "--zone=z", "--dry_run"], cwd=h.REPO, capture_output=True, text=True, timeout=60,
+      env=dict(os.environ, PYTHONPATH=h.REPO))
+  assert result.returncode != 0 and "gs:// --root" in result.stderr
 
 
 def test_failures_do_not_stop_the_sweep(tmp_path):
   # `false` fails; `true` exits 0 but leaves no results.json, like a preempted run.
-  jobs = launch.make_jobs("table7", str(tmp_path), python="false")
-  jobs[1] = launch.make_jobs("table7", str(tmp_path), python="true")[1]
+  jobs = launch.make_jobs("table7", str(tmp_path))
   out = io.StringIO()
-  assert launch.run_jobs(jobs, out=out) == [job.name for job in jobs]
-  assert "FAILED with exit status 1" in out.getvalue()
-  assert "without results.json" in out.getvalue()
+  failed = launch.run_local(jobs[:2], python="false", out=out)
+  failed += launch.run_local(jobs[2:], python="true", out=out, parallel=2)
+  assert failed == [job.name for job in jobs]
+  assert "FAILED v1_w1_r224 (exit status 1" in out.getvalue()
+  assert "without results" in out.getvalue()
+  assert os.path.exists(run_dir.log_path(jobs[0].workdir))
 
 
-def _write_results(root, name, spec, top1, *, ema=True, dataset=None):
-  config = paper.load_config(spec)
+def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=()):
+  config = sweeps.apply_overrides(paper.load_config(spec), overrides)
   if dataset:
     config.data.name = dataset
-  final = {"raw": {"loss": 1.0, "top1": top1 - 0.05, "top5": 0.9, "num_examples": 50000}}
-  if ema:
-    final["ema"] = {"loss": 1.0, "top1": top1, "top5": 0.9, "num_examples": 50000}
+  if not ema:
+    config.ema_decay = 0.0
+  metrics = lambda t: {"loss": 1.0, "top1": t, "top5": 0.9, "num_examples": 50000}
+  results = run_dir.Results(
+      config=run_dir.config_dict(config),
+      final={"raw": run_dir.EvalMetrics(**metrics(top1 - 0.05)),
+             "ema": run_dir.EvalMetrics(**metrics(top1))},
+      steps=1234, params=1_331_936, mult_adds=149_492_032, trainable_params=1_340_000,
+      wall_time_s=1.0, train_images_per_sec=1.0, device_count=1, process_count=1,
+      platform="cpu")
   (root / name).mkdir(parents=True)
-  (root / name / "results.json").write_text(json.dumps({
-      "config": json.loads(config.to_json_best_effort()), "final": final,
-      "steps": 1234, "params": 1_331_936, "mult_adds": 149_492_032,
-      "trainable_params": 1_340_000, "wall_time_s": 1.0, "train_images_per_sec": 1.0,
-      "device_count": 1, "process_count": 1, "platform": "cpu"}))
+  run_dir.write_results(root / name, results)
+  rows = [{"step": s, "split": "train", "loss": 2.0 / s, "top1": top1 * s / 3}
+          for s in (1, 2, 3)]
+  (root / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _rows(markdown):
-  """{(paper table, model): cells} of the markdown table."""
+def _rows(markdown, columns=compare.COLUMNS):
+  """{(first cell, second cell): [cells]} of the markdown table."""
   rows = {}
   for line in markdown.splitlines()[2:]:
     if not line.startswith("| "):
       break
     cells = [c.strip() for c in line.strip("|").split("|")]
-    rows.setdefault((cells[0], cells[1]), []).append(dict(zip(compare.COLUMNS, cells)))
+    rows.setdefault((cells[0], cells[1]), []).append(dict(zip(columns, cells)))
   return rows
 
 
-def test_compare_writes_table_and_plots(tmp_path):
+def _assert_png(path):
+  data = path.read_bytes()
+  assert data.startswith(PNG_MAGIC) and len(data) > 1000, path
+
+
+def test_compare_architecture_sweep(tmp_path):
   root, out = tmp_path / "runs", tmp_path / "report"
   _write_results(root, "v1_w0.5_r224", "mobilenet_v1.py:width=0.5", 0.652)
   _write_results(root, "v1_w1_r160", "mobilenet_v1.py:res=160", 0.661, ema=False)
   _write_results(root, "v1_w0.25_r224", "mobilenet_v1.py:width=0.25", 0.9,
                  dataset="shapes10")
+  _write_results(root, "v2_w0.75_r160", "mobilenet_v2.py:width=0.75,res=160", 0.6)
+  (root / "broken").mkdir()
+  (root / "broken" / "results.json").write_text('{"preempted_at_step": 3}')
   markdown = compare.compare(str(root), str(out))
   assert (out / compare.MARKDOWN_FILE).read_text() == markdown
   rows = _rows(markdown)
-
   (half,) = rows[("V1 Table 6", "0.5 MobileNet-224")]
-  assert (half["paper top-1"], half["ours top-1"], half["delta"]) == (
-      "63.7", "65.2 (EMA)", "+1.5")
+  assert (half["paper top-1"], half["released top-1"], half["ours top-1"],
+          half["delta"]) == ("63.7", "63.3", "65.2 (EMA)", "+1.5")
   assert (half["paper Mult-Adds (M)"], half["ours Mult-Adds (M)"]) == ("149", "149.5")
-  assert (half["paper params (M)"], half["ours params (M)"]) == ("1.3", "1.33")
   assert (half["steps"], half["dataset"], half["run"]) == ("1234", "imagenet2012",
                                                            "v1_w0.5_r224")
   (res160,) = rows[("V1 Table 7", "1.0 MobileNet-160")]
-  # Without EMA weights the raw top-1 (0.661 - 0.05) is taken.
   assert (res160["ours top-1"], res160["delta"]) == ("61.1 (raw)", "-6.1")
   (quarter,) = rows[("V1 Table 6", "0.25 MobileNet-224")]
   assert quarter["delta"] == "n/a" and quarter["dataset"] == "shapes10 †"
-  assert "not comparable" in markdown
-  for key in [("V1 Table 4", "Conv MobileNet"), ("V1 Table 9", "0.50 MobileNet-160"),
-              ("V2 headline", "MobileNetV2 1.0-224"), ("V1 Table 6", "1.0 MobileNet-224")]:
-    assert [r["ours top-1"] for r in rows[key]] == ["not run"], key
-  for name in (compare.MULT_ADDS_PLOT, compare.PARAMS_PLOT):
-    data = (out / name).read_bytes()
-    assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
-
-
-def test_compare_matches_smoke_runs_by_name_and_skips_partial_files(tmp_path):
-  _write_results(tmp_path, "v1_w0.75_r224", "mobilenet_v1.py:width=0.75,runlocal", 0.5)
-  (tmp_path / "broken").mkdir()
-  (tmp_path / "broken" / "results.json").write_text('{"preempted_at_step": 3}')
-  markdown = compare.compare(str(tmp_path))
-  (row,) = [r for r in _rows(markdown)[("V1 Table 6", "0.75 MobileNet-224")]]
-  assert row["run"] == "v1_w0.75_r224 ‡" and row["delta"] == "n/a"
+  # A run the papers do not print is compared with the released checkpoint.
+  (v2,) = rows[("released", "v2_w0.75_r160")]
+  assert (v2["released top-1"], v2["delta"]) == ("66.4", "-6.4")
+  assert [r["ours top-1"] for r in rows[("V1 Table 4", "Conv MobileNet")]] == ["not run"]
   assert "broken/results.json: left out" in markdown
-  assert (tmp_path / compare.MULT_ADDS_PLOT).exists()
+  for name in (compare.MULT_ADDS_PLOT, compare.PARAMS_PLOT, compare.CURVES_PLOT):
+    _assert_png(out / name)
+
+
+def test_compare_recipe_sweep(tmp_path):
+  for tau, workers, top1 in ((0, 1, 0.5), (2, 4, 0.4), (4, 4, 0.3)):
+    _write_results(tmp_path, f"tau{tau}", "mobilenet_v1.py", top1,
+                   overrides=(("staleness", tau), ("num_workers", workers)))
+  markdown = compare.compare(str(tmp_path))
+  header = markdown.splitlines()[0]
+  assert header.startswith("| run | num_workers | staleness | steps | final top-1 |")
+  columns = tuple(c.strip() for c in header.strip("|").split("|"))
+  rows = _rows(markdown, columns)
+  (row,) = rows[("tau2", "4")]
+  assert (row["staleness"], row["final top-1"], row["eval loss"]) == (
+      "2", "40.0 (EMA)", "1.000")
+  assert row["train loss"] == "0.667"  # The last metrics.jsonl row.
+  assert compare.written_files(str(tmp_path)) == [
+      compare.MARKDOWN_FILE, compare.STALENESS_PLOT, compare.CURVES_PLOT]
+  _assert_png(tmp_path / compare.STALENESS_PLOT)
+
+
+def test_labels_never_overlap():
+  plt = plots._pyplot()  # pylint: disable=protected-access
+  fig, ax = plt.subplots(figsize=(4, 3))
+  points = [(1 + 0.01 * i, 1 + 0.01 * (i % 3), f"label number {i}") for i in range(30)]
+  ax.scatter([p[0] for p in points], [p[1] for p in points])
+  boxes, left_out = plots.place_labels(ax, points)
+  assert len(boxes) + left_out == 30 and len(boxes) >= 5
+  for i, a in enumerate(boxes):
+    for b in boxes[i + 1:]:
+      assert not a.overlaps(b)
+  plt.close(fig)
+
+
+def test_distributed_without_a_cluster_is_one_message(tmp_path):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE",
+                      "MEGASCALE_COORDINATOR_ADDRESS")}
+  result = subprocess.run(
+      [sys.executable, "-m", "mobilenet_jax.main", "--config=configs/default.py",
+       f"--workdir={tmp_path}/run", "--distributed"], cwd=h.REPO, capture_output=True,
+      text=True, timeout=120, env=dict(env, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 2
+  errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "--distributed: no cluster environment" in errors[0]
+  assert "--coordinator_address" in errors[0] and "Traceback" not in result.stderr
+  assert not os.path.exists(tmp_path / "run")

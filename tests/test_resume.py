@@ -10,7 +10,7 @@ import time
 import jax
 import numpy as np
 
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax import run_dir
 from tests import training_runs
 
 
@@ -45,8 +45,8 @@ def test_resumed_run_is_bit_identical(shapes_tiny_dir, tmp_path):
 
   proc = training_runs.run_main(crashed, _overrides(shapes_tiny_dir))
   assert "from step 6" in proc.stderr
-  a = checkpointing.restore_variables(straight, 8)[0]
-  b = checkpointing.restore_variables(crashed, 8)[0]
+  a = run_dir.restore_weights(straight, 8)[0]
+  b = run_dir.restore_weights(crashed, 8)[0]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   tail = lambda w: training_runs.read_metrics(w)[-3:] + training_runs.read_metrics(w, "eval")

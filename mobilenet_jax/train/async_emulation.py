@@ -7,6 +7,13 @@ gradient at the parameters of `delays[w]` steps ago (0 <= delay <= staleness tau
 from a ring buffer of the last tau parameter versions kept in the train state
 (`TrainState.stale_params`), and the averaged gradient updates the current parameters.
 With tau = 0 no buffer exists and the step is plain synchronous training.
+
+`lr.staleness_scaling="inverse"` divides the learning rate of a gradient computed d
+steps late by max(1, d), the staleness-aware asynchronous SGD of Zhang et al. 2016
+("Staleness-aware Async-SGD for Distributed Deep Learning", arXiv:1511.05950). It is
+applied as a weight on each worker's gradient before the average: exactly a per-gradient
+learning rate for SGD; for RMSprop with the TPU recipe's epsilon of 1.0 (inside the
+square root) nearly so, as its normaliser stays close to 1 for small gradients.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy as np
 from mobilenet_jax.errors import ConfigError
 
 DELAY_MODES = ("spread", "sampled")
+STALENESS_SCALINGS = ("none", "inverse")
 
 
 def check_config(config) -> None:
@@ -29,6 +37,10 @@ def check_config(config) -> None:
   if config.worker_delays not in DELAY_MODES:
     raise ConfigError(f"worker_delays={config.worker_delays!r} is unknown; allowed: "
                       f"{', '.join(DELAY_MODES)}.")
+  scaling = config.lr.get("staleness_scaling", "none")
+  if scaling not in STALENESS_SCALINGS:
+    raise ConfigError(f"lr.staleness_scaling={scaling!r} is unknown; allowed: "
+                      f"{', '.join(STALENESS_SCALINGS)}.")
   if config.grad_accum_steps < 1:
     raise ConfigError(f"grad_accum_steps must be >= 1, got {config.grad_accum_steps}.")
   micro = config.global_batch_size // config.grad_accum_steps
@@ -75,3 +87,19 @@ def push_params(stale_params, params, step: jax.Array):
   """Stores the parameters of version `step` (before its update) in the ring buffer."""
   return jax.tree.map(lambda buffer, p: buffer.at[step % buffer.shape[0]].set(p),
                       stale_params, params)
+
+
+def delay_weights(scaling: str, delays: jax.Array) -> jax.Array | None:
+  """Per-worker gradient weights for `scaling`: 1 / max(1, delay) for "inverse",
+  None (a plain mean) for "none"."""
+  if scaling == "inverse":
+    return 1.0 / jnp.maximum(1, delays).astype(jnp.float32)
+  return None
+
+
+def average_gradients(grads, weights: jax.Array | None):
+  """The mean over the leading worker axis, each worker's gradient times its weight."""
+  if weights is None:
+    return jax.tree.map(lambda g: g.mean(0), grads)
+  return jax.tree.map(
+      lambda g: jnp.tensordot(weights.astype(g.dtype), g, axes=1) / g.shape[0], grads)

@@ -16,6 +16,9 @@ The input pipeline needs no state of its own: batches are a deterministic functi
 
 Restoring goes against the abstract version of the caller's state *with its
 shardings*, so a checkpoint written on 8 devices restores on 1 and vice versa.
+
+What else a run directory holds (results, which configs may resume a checkpoint,
+weights-only restore for tools) is mobilenet_jax/run_dir.py's business.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -36,20 +39,12 @@ PyTree = Any
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 _STATE, _META = "state", "meta"
-_WEIGHTS = ("params", "batch_stats", "ema_params", "ema_batch_stats")
 
 # The metric that ranks checkpoints for keep_best_checkpoint, and accepted aliases
 # (the first present wins); higher is better.
 BEST_METRIC = "eval_top1"
 _BEST_METRIC_ALIASES = (BEST_METRIC, "eval/top1", "top1", "eval/top_1", "top_1",
                         "eval_accuracy", "eval/accuracy", "accuracy")
-
-# Config entries that may differ between a checkpoint and the run restoring it: they
-# do not change the state (same parameters, other kernels).
-_RUNTIME_ONLY_KEYS = ("model.depthwise_impl", "model.pointwise_impl",
-                      # Chosen from the run length when unset (train/batchnorm.py).
-                      "model.bn_momentum")
-
 
 def checkpoint_dir(workdir: str) -> str:
   """Where a run's checkpoints live."""
@@ -79,48 +74,6 @@ def _json_metrics(metrics: dict) -> dict:
     except (TypeError, ValueError):
       out[str(key)] = str(value)
   return out
-
-
-def _config_dict(config: ml_collections.ConfigDict) -> dict:
-  # Through JSON so that stored and current configs compare like for like
-  # (tuples become lists, FieldReferences their values).
-  return json.loads(config.to_json_best_effort())
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      flat.update(_flatten(value, name + "."))
-    else:
-      flat[name] = value
-  return flat
-
-
-def _structural_config(config: dict) -> dict:
-  """The config entries that decide the TrainState's tree structure and shapes."""
-  flat = _flatten(config)
-  out = {k: v for k, v in flat.items()
-         if k.startswith("model.") and k not in _RUNTIME_ONLY_KEYS}
-  get = flat.get
-  out["staleness"] = get("staleness", 0)
-  out["optimizer.name"] = get("optimizer.name")
-  # On/off switches that add or remove optimizer (or EMA) state.
-  out["ema_decay (on)"] = bool(get("ema_decay", 0))
-  out["optimizer.momentum (on)"] = bool(get("optimizer.momentum", 0))
-  out["optimizer.grad_clip_norm (on)"] = bool(get("optimizer.grad_clip_norm", 0))
-  out["weight_decay (on)"] = bool(get("weight_decay", 0))
-  out["depthwise_weight_decay_mult (on)"] = bool(get("depthwise_weight_decay_mult", 0))
-  out["init_from.freeze_backbone"] = bool(get("init_from.freeze_backbone", False))
-  return out
-
-
-def config_mismatches(stored: dict, current: dict) -> list[str]:
-  """'key: old (checkpoint) vs new (now)' for each structural difference."""
-  old, new = _structural_config(stored), _structural_config(current)
-  return [f"{key}: {old.get(key)!r} (checkpoint) vs {new.get(key)!r} (now)"
-          for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 def _reason(error: BaseException) -> str:
@@ -326,24 +279,23 @@ class Checkpointer:
     return self._manager.best_step() if self._config.get(
         "keep_best_checkpoint", False) else None
 
-  def restore_or_initial(self, initial_state: PyTree, step: int | None = None) -> PyTree:
+  def restore_or_initial(self, initial_state: PyTree, step: int | None = None, *,
+                         check_config: Callable[[dict, str], None] | None = None
+                         ) -> PyTree:
     """The latest checkpoint (or `step`), or `initial_state` if there is none.
 
     Restores onto the shardings of `initial_state`'s arrays. Raises CheckpointError
     if `step` is missing, the checkpoint is corrupt or of another format version,
-    or it was written with a config that builds a different state.
+    or holds other arrays than `initial_state`. `check_config(stored_config, path)`
+    may raise before anything is restored (the trainer passes
+    `run_dir.check_compatible`: a config that builds a different state).
     """
     if step is None and self._manager.latest_step() is None:
       return initial_state
     step = _resolve_step(self._manager, step)
     meta = _read_meta(self._manager, step)
-    mismatches = config_mismatches(json.loads(meta["config"]),
-                                   _config_dict(self._config))
-    if mismatches:
-      raise CheckpointError(
-          f"Checkpoint {_step_path(self._manager, step)} was written with a "
-          f"different config: {'; '.join(mismatches)}. Use a new --workdir or the "
-          "run's original config.")
+    if check_config is not None:
+      check_config(json.loads(meta["config"]), _step_path(self._manager, step))
     target = abstract_state(initial_state)
     _check_structure(self._manager, step, target)
     return _restore_state(self._manager, step, target)
@@ -407,33 +359,23 @@ def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigD
     manager.close()
 
 
-def replicated_sharding() -> jax.sharding.Sharding:
-  """Every array whole on every device present (what restored weights use)."""
-  mesh = jax.sharding.Mesh(jax.devices(), ("data",))
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+def restore_subtrees(workdir: str, keys: tuple[str, ...], sharding: jax.sharding.Sharding,
+                     step: int | None = None) -> tuple[dict, int, dict]:
+  """Only the `keys` subtrees of a stored TrainState, from the checkpoint alone.
 
-
-def restore_variables(workdir: str, step: int | None = None,
-                      sharding: jax.sharding.Sharding | None = None
-                      ) -> tuple[dict, int, ml_collections.ConfigDict]:
-  """Only the weights of a checkpoint, from the checkpoint alone.
-
-  Returns ({"params", "batch_stats", "ema_params", "ema_batch_stats"}, step, config).
-  The optimizer state and the rest are not read (Orbax partial restore against the
-  stored array metadata), so this works whatever optimizer the run used. Arrays are
-  placed with `sharding`, by default replicated over every device.
+  Returns ({key: subtree}, step, stored config as a dict). The rest of the state is
+  not read (Orbax partial restore against the stored array metadata), so this works
+  whatever optimizer the run used. Arrays are placed with `sharding`.
   """
-  sharding = sharding or replicated_sharding()
   manager = _manager(workdir, read_only=True)
   try:
     step = _resolve_step(manager, step)
-    config = ml_collections.ConfigDict(json.loads(_read_meta(manager, step)["config"]))
+    config = json.loads(_read_meta(manager, step)["config"])
     metadata = _stored_metadata(manager, step)
-    stored = {key: metadata[key] for key in _WEIGHTS}
+    stored = {key: metadata[key] for key in keys}
     target = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), stored)
-    weights = _restore_state(manager, step, target, partial=True)
+    subtrees = _restore_state(manager, step, target, partial=True)
   finally:
     manager.close()
-  return weights, step, config
-
+  return subtrees, step, config

@@ -27,6 +27,11 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def replicated_everywhere() -> NamedSharding:
+  """Whole arrays on every device present: how tools place restored weights."""
+  return replicated(create_mesh())
+
+
 def batch_sharded(mesh: Mesh) -> NamedSharding:
   """The leading (batch) axis is split over the devices."""
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))

@@ -77,6 +77,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
                                              delay_rng)
       worker_params = async_emulation.params_at_delays(
           state.params, state.stale_params, state.step, delays)
+      worker_weights = async_emulation.delay_weights(
+          config.lr.get("staleness_scaling", "none"), delays)
 
     def micro_step(carry, micro):
       grads_sum, batch_stats, loss_sum, correct_sum = carry
@@ -88,7 +90,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
                 worker_params, batch_stats, _strided_split(images, workers),
                 _strided_split(labels, workers), jax.random.split(micro_rng, workers))
         # Each worker normalizes its own batch; the running statistics take the mean.
-        grads = jax.tree.map(lambda g: g.mean(0), grads)
+        grads = async_emulation.average_gradients(grads, worker_weights)
         new_stats = jax.tree.map(lambda s: s.mean(0), new_stats)
         loss, correct = loss.mean(), correct.mean()
       else:

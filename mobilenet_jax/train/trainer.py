@@ -9,7 +9,6 @@ and, at the end, results.json.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mobilenet_jax import costs, data, models, runtime
+from mobilenet_jax import costs, data, models, run_dir, runtime
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
 from mobilenet_jax.train import (batchnorm, checkpointing, optimizers, preemption,
                                  sharding, transfer)
@@ -93,7 +92,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   checkpointer = checkpointing.Checkpointer(workdir, config)
   if checkpointer.latest_step() is None:
     state = transfer.init_from(config, state)
-  state = checkpointer.restore_or_initial(state)
+  state = checkpointer.restore_or_initial(state,
+                                         check_config=run_dir.check_compatible(config))
   start_step = int(state.step)
 
   logger = MetricsLogger(workdir)
@@ -174,22 +174,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpointer.close()
     logger.close()
 
-  model_costs = costs.count_costs(model, config.data.image_size)
-  results = {
-      "config": json.loads(config.to_json_best_effort()),
-      "final": final_metrics,
-      "eval_split": data.resolve_split(config.data, config.data.eval_split),
-      "steps": total_steps,
-      "params": model_costs.params,
-      "mult_adds": model_costs.mult_adds,
-      "trainable_params": model_costs.trainable_params,
-      "wall_time_s": time.time() - start_time,
-      "train_images_per_sec": progress.images_per_sec,
-      "device_count": jax.device_count(),
-      "process_count": jax.process_count(),
-      "platform": jax.default_backend(),
-  }
+  results = run_dir.Results.of_run(
+      config, final_metrics, total_steps, costs.count_costs(model, config.data.image_size),
+      eval_split=data.resolve_split(config.data, config.data.eval_split),
+      wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
-  return results
+    run_dir.write_results(workdir, results)
+  return results.to_json()

@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mobilenet_jax import run_dir
 from mobilenet_jax.errors import CheckpointError
-from mobilenet_jax.train import checkpointing
 
 PyTree = Any
 
@@ -81,7 +81,7 @@ def init_from(config, state):
   if not source:
     return state
   step = config.init_from.get("step", -1)
-  weights, _, _ = checkpointing.restore_variables(
+  weights, _, _ = run_dir.restore_weights(
       source, None if step is None or step < 0 else step)
   backbone_only = bool(config.init_from.get("backbone_only", False))
   params = _graft("params", state.params, weights["params"], source, backbone_only)
