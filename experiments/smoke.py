@@ -58,13 +58,16 @@ def smoke_overrides(config, images: int = DEFAULT_IMAGES) -> list[tuple[str, obj
   real_epochs = config.num_epochs
   smoke_epochs = steps * batch / SMOKE_TRAIN_EXAMPLES
   share = smoke_epochs / real_epochs  # Epoch-valued settings keep their share of the run.
-  return [
+  # An unset bn_momentum is chosen from the (short) run length by the trainer.
+  momentum = config.model.bn_momentum
+  bn = ([] if momentum is None else
+        [("model.bn_momentum", round(min(momentum, 1.0 - 10.0 / steps), 4))])
+  return bn + [
       ("data.name", SMOKE_DATASET), ("data.train_split", "train"),
       ("data.eval_split", f"test[:{SMOKE_EVAL_EXAMPLES}]"), ("data.cache", True),
       ("data.shuffle_buffer", SMOKE_TRAIN_EXAMPLES),
       ("data.image_size", smoke_resolution(config.data.image_size)),
       ("model.num_classes", 10),
-      ("model.bn_momentum", round(min(config.model.bn_momentum, 1.0 - 10.0 / steps), 4)),
       ("global_batch_size", batch), ("num_train_steps", steps),
       ("num_epochs", _round(smoke_epochs)),
       ("lr.warmup_epochs", _round(config.lr.warmup_epochs * share)),

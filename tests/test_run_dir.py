@@ -7,7 +7,7 @@ import pytest
 
 from mobilenet_jax import run_dir
 from mobilenet_jax.errors import CheckpointError
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.train import batchnorm, checkpointing
 from tests import ckpt_helpers as h
 
 
@@ -35,8 +35,13 @@ def test_real_run_reads_back(tiny_run):
   top1, source = results.top1
   assert source == "EMA" and top1 == results.final["ema"].top1
   assert 0 < results.params < results.trainable_params and results.mult_adds > 0
-  # The stored config is the full config, recipe included.
-  assert run_dir.identity(run_dir.read_config(workdir)) == run_dir.identity(cfg)
+  # The stored config is the full config, recipe included, with the BatchNorm
+  # momentum the trainer chose for an unset one (train/batchnorm.py).
+  stored = run_dir.read_config(workdir)
+  assert cfg.model.bn_momentum is None
+  assert stored.model.bn_momentum == batchnorm.auto_momentum(cfg.model.name, 2)
+  expected = {**run_dir.identity(cfg), "model.bn_momentum": stored.model.bn_momentum}
+  assert run_dir.identity(stored) == expected
   assert run_dir.read_config(workdir, step=1).lr.staleness_scaling == "inverse"
   assert [r["step"] for r in run_dir.read_metrics(workdir, "train")] == [1, 2]
   assert run_dir.read_metrics(workdir, "eval")[-1]["top1"] == results.final["raw"].top1
