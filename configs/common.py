@@ -91,6 +91,9 @@ def data_config(name: str, image_size: int) -> ml_collections.ConfigDict:
   data.shuffle_buffer = 16_384
   data.cache = False
   data.on_corrupt_image = "error"  # or "skip" (with a warning naming the file)
+  # A class without training images (only in val/ of an image folder): "warn" or
+  # "error". Our choice: warn, so that a folder still being filled trains.
+  data.classes_without_train_images = "warn"
   return data
 
 

@@ -169,7 +169,7 @@ if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
 
-  from mobilenet_jax.errors import cli_main
+  from mobilenet_jax import errors
 
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:args].",
                                             lock_config=True)
@@ -177,4 +177,4 @@ if __name__ == "__main__":
   flags.DEFINE_bool("layers", False, "With --json, include every layer.")
   flags.mark_flags_as_required(["config"])
   _FLAGS = flags.FLAGS
-  app.run(cli_main(main))
+  errors.run(main)

@@ -98,7 +98,7 @@ def command_line_error(error: BaseException, argv: list[str]) -> str:
                                           else text)
     hint = f'; did you mean "{match.group(1)}"?' if match else "."
     flag = next((a for a in argv if a.startswith("--config.")
-                 and re.search(rf"\.{re.escape(key)}(=|$)", a)), "--config.")
+                 and re.search(rf"\.{re.escape(key)}([.=]|$)", a)), "--config.")
     return f"{flag}: the config has no key {key!r}{hint}"
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   if isinstance(error, OSError) and "config file" in text:
@@ -111,8 +111,9 @@ def command_line_error(error: BaseException, argv: list[str]) -> str:
   if "Traceback (most recent call last):" in text:
     # A config file failed; its own exception is the last line of the trace.
     return f"{lines[0].rstrip(':')} {lines[-1]}"
-  if not isinstance(error, Exception) or type(error).__module__.startswith("absl"):
-    return " ".join(lines)
+  if type(error).__module__.startswith("absl"):
+    text = " ".join(lines)
+    return text[5:] if text.startswith("flag --") else text
   return f"{type(error).__name__}: {' '.join(lines)}"
 
 

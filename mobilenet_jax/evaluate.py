@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 import jax
 
+from mobilenet_jax import errors
 from mobilenet_jax import restore
 from mobilenet_jax.errors import cli_main
 from mobilenet_jax.train import evaluation, sharding
@@ -75,4 +76,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  errors.run(main)

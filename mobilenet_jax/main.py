@@ -15,7 +15,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mobilenet_jax.errors import cli_main
+from mobilenet_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with :args.", lock_config=True)
@@ -39,6 +39,9 @@ def main(argv):
   """absl entry point."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Config errors in the first seconds, before TensorFlow and the trainer load.
+  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  config_validation.validate(_CONFIG.value)
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
@@ -62,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(cli_main(main))
+  errors.run(main)

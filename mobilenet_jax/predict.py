@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from mobilenet_jax import data
+from mobilenet_jax import errors
 from mobilenet_jax import restore
 from mobilenet_jax.errors import DataError
 from mobilenet_jax.errors import cli_main
@@ -85,4 +86,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  errors.run(main)

@@ -67,4 +67,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(errors.cli_main(main))
+  errors.run(main)

@@ -16,13 +16,26 @@ The input pipeline needs no state of its own: batches are a deterministic functi
 
 Restoring goes against the abstract version of the caller's state *with its
 shardings*, so a checkpoint written on 8 devices restores on 1 and vice versa.
+
+A corrupt latest checkpoint (unreadable files: a truncated array, garbled or missing
+metadata; e.g. a disk that filled up, or files damaged after the commit) does not stop
+a resuming run: `restore_or_initial` restores the newest readable step instead, says
+which and why, and moves each corrupt step, untouched, to
+`checkpoints/corrupt-<step>/`. Moving it aside matters: the resumed run trains those
+steps again and saves the same step numbers, and left in place the corrupt step would
+block that save and later be garbage-collected (deleted) by `keep_checkpoints`.
+Orbax ignores directories whose names are not step numbers, so the moved copy stays
+until the user deletes it. A checkpoint written with another config is not corrupt:
+that still stops the run with the differences listed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 from typing import Any
 
 import jax
@@ -32,6 +45,11 @@ import orbax.checkpoint as ocp
 from mobilenet_jax.errors import CheckpointError
 
 PyTree = Any
+CORRUPT_PREFIX = "corrupt-"  # checkpoints/corrupt-<step>/: set aside, never deleted.
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint's files cannot be read (truncated, garbled or missing)."""
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -189,12 +207,12 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
     meta = manager.restore(step, args=ocp.args.Composite(
         **{_META: ocp.args.JsonRestore()}))[_META]
   except Exception as error:  # pylint: disable=broad-except
-    raise CheckpointError(
+    raise CorruptCheckpointError(
         f"Checkpoint metadata {path} is unreadable (corrupt or truncated?): "
         f"{_reason(error)}") from error
   if not isinstance(meta, dict) or "format_version" not in meta:
-    raise CheckpointError(f"Checkpoint metadata {path} has no format version; it was "
-                          "not written by mobilenet_jax.")
+    raise CorruptCheckpointError(f"Checkpoint metadata {path} has no format version; "
+                                 "it was not written by mobilenet_jax.")
   if meta["format_version"] != FORMAT_VERSION:
     raise CheckpointError(
         f"Checkpoint {path} has format version {meta['format_version']}, this code "
@@ -218,11 +236,11 @@ def _stored_metadata(manager: ocp.CheckpointManager, step: int) -> PyTree:
   try:
     metadata = manager.item_metadata(step)[_STATE]
   except Exception as error:  # pylint: disable=broad-except
-    raise CheckpointError(f"Checkpoint {path} has unreadable metadata (corrupt or "
-                          f"truncated?): {_reason(error)}") from error
+    raise CorruptCheckpointError(f"Checkpoint {path} has unreadable metadata (corrupt "
+                                 f"or truncated?): {_reason(error)}") from error
   if metadata is None:
-    raise CheckpointError(f"Checkpoint {path} has no readable metadata (its _METADATA "
-                          "file is missing or corrupt).")
+    raise CorruptCheckpointError(f"Checkpoint {path} has no readable metadata (its "
+                                 "_METADATA file is missing or corrupt).")
   return metadata
 
 
@@ -252,7 +270,7 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
             restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=partial)}))
   except Exception as error:  # pylint: disable=broad-except
-    raise CheckpointError(
+    raise CorruptCheckpointError(
         f"Checkpoint {_step_path(manager, step)}/{_STATE} could not be restored "
         f"(corrupt, truncated, or not the state this config builds): "
         f"{_reason(error)}") from error
@@ -292,15 +310,33 @@ class Checkpointer:
         "keep_best_checkpoint", False) else None
 
   def restore_or_initial(self, initial_state: PyTree, step: int | None = None) -> PyTree:
-    """The latest checkpoint (or `step`), or `initial_state` if there is none.
+    """The latest readable checkpoint (or `step`), or `initial_state` if there is none.
 
-    Restores onto the shardings of `initial_state`'s arrays. Raises CheckpointError
-    if `step` is missing, the checkpoint is corrupt or of another format version,
-    or it was written with a config that builds a different state.
+    Restores onto the shardings of `initial_state`'s arrays. Without `step`, corrupt
+    newer checkpoints are moved aside (see the module doc) and the newest readable
+    one is restored. Raises CheckpointError if `step` is missing or corrupt, if no
+    checkpoint is readable, if one is of another format version, or if it was
+    written with a config that builds a different state.
     """
-    if step is None and self._manager.latest_step() is None:
-      return initial_state
-    step = _resolve_step(self._manager, step)
+    if step is not None:
+      return self._restore_step(_resolve_step(self._manager, step), initial_state)
+    corrupt = []
+    for candidate in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state = self._restore_step(candidate, initial_state)
+      except CorruptCheckpointError as error:
+        corrupt.append((candidate, error))
+        continue
+      self._set_aside(corrupt, candidate)
+      return state
+    if corrupt:
+      raise CheckpointError(
+          f"No readable checkpoint in {self.directory}: "
+          + " ".join(str(error) for _, error in corrupt)
+          + " Move the checkpoints aside (or use a new --workdir) to start afresh.")
+    return initial_state
+
+  def _restore_step(self, step: int, initial_state: PyTree) -> PyTree:
     meta = _read_meta(self._manager, step)
     mismatches = config_mismatches(json.loads(meta["config"]),
                                    _config_dict(self._config))
@@ -312,6 +348,24 @@ class Checkpointer:
     target = abstract_state(initial_state)
     _check_structure(self._manager, step, target)
     return _restore_state(self._manager, step, target)
+
+  def _set_aside(self, corrupt: list, restored_step: int) -> None:
+    """Moves each corrupt step to checkpoints/corrupt-<step>/ (process 0 only)."""
+    if not corrupt:
+      return
+    targets = [_free_path(os.path.join(self.directory, f"{CORRUPT_PREFIX}{step}"))
+               for step, _ in corrupt]
+    _sync("mobilenet_jax:corrupt_checkpoints_found")
+    for (step, error), target in zip(corrupt, targets):
+      if jax.process_index() == 0:
+        os.rename(_step_path(self._manager, step), target)
+      logging.warning(
+          "Checkpoint step %d is unreadable, so this run resumes from step %d, the "
+          "newest readable checkpoint, and trains the steps after it again. The "
+          "corrupt step is kept, untouched, in %s. Why: %s", step, restored_step,
+          target, error)
+    _sync("mobilenet_jax:corrupt_checkpoints_moved")
+    self._manager.reload()
 
   def save(self, state: PyTree, *, metrics: dict | None = None,
            force: bool = False) -> bool:
@@ -355,11 +409,37 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
+  @contextlib.contextmanager
+  def closed_on_error(self):
+    """Closes this checkpointer if the block raises, so that Orbax's background
+    threads end before the process exits with the error."""
+    try:
+      yield self
+    except BaseException:
+      self.close()
+      raise
+
   def __enter__(self) -> "Checkpointer":
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _sync(name: str) -> None:
+  """All processes meet here (a no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def _free_path(path: str) -> str:
+  """`path`, or `path-2`, `path-3`... if taken (a step may go bad twice)."""
+  candidate, n = path, 1
+  while os.path.exists(candidate):
+    n += 1
+    candidate = f"{path}-{n}"
+  return candidate
 
 
 def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
