@@ -72,6 +72,8 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give one or more image files.")
+  if FLAGS.top_k < 1:
+    raise app.UsageError(f"--top_k={FLAGS.top_k} must be a positive integer.")
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
   if FLAGS.data_dir:
