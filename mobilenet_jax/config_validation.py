@@ -176,12 +176,19 @@ def _init_from(p: _Problems) -> None:
                       f"(allowed: -1 for the latest, or one of {steps})")
 
 
-def validate(config) -> None:
+def validate(config, workdir: str | None = None) -> None:
   """Raises one ConfigError naming every bad key of a training config, with what
-  is allowed; returns None if the config is sound."""
+  is allowed; returns None if the config is sound.
+
+  With `workdir`, also raises CheckpointError if the run there was trained with a
+  config that builds another state (it could not be resumed with this one).
+  """
   problems = _Problems(config)
   for check in (_data, _model, _recipe, _async, _loop_and_checkpoints, _init_from):
     check(problems)
   if problems.messages:
     plural = "s" if len(problems.messages) > 1 else ""
     raise ConfigError(f"bad config value{plural}: {'; '.join(problems.messages)}.")
+  if workdir:
+    from mobilenet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
+    checkpointing.check_resumable(workdir, config)

@@ -41,7 +41,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Config errors in the first seconds, before TensorFlow and the trainer load.
   from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
-  config_validation.validate(_CONFIG.value)
+  config_validation.validate(_CONFIG.value, _WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):

@@ -442,6 +442,33 @@ def _free_path(path: str) -> str:
   return candidate
 
 
+def check_resumable(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """CheckpointError now if the newest readable checkpoint in `workdir` was written
+  with a config that builds a different state (cheap: reads only its metadata).
+
+  Lets a resume with the wrong config fail before the data and the model are
+  built; `Checkpointer.restore_or_initial` checks the same again.
+  """
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return
+  manager = _manager(workdir, read_only=True)
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        meta = _read_meta(manager, step)
+      except CorruptCheckpointError:
+        continue  # The restore falls back past it (see the module doc).
+      mismatches = config_mismatches(json.loads(meta["config"]), _config_dict(config))
+      if mismatches:
+        raise CheckpointError(
+            f"Checkpoint {_step_path(manager, step)} was written with a different "
+            f"config: {'; '.join(mismatches)}. Use a new --workdir or the run's "
+            "original config.")
+      return
+  finally:
+    manager.close()
+
+
 def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
   """The config the run in `workdir` was trained with (stored in its checkpoint)."""
   manager = _manager(workdir, read_only=True)

@@ -63,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the final results (also written to WORKDIR/results.json by process 0).
   """
   start_time = time.time()
-  config_validation.validate(config)  # Every config error now, in one line.
+  config_validation.validate(config, workdir)  # Every config error now, in one line.
   os.makedirs(workdir, exist_ok=True)
   info = data.get_dataset_info(config.data)
   if config.model.num_classes != info.num_classes:
