@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
+import traceback
 
 USAGE_STATUS = 2  # As argparse: the command line or its inputs are wrong.
 
@@ -84,37 +85,44 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 _DID_YOU_MEAN = re.compile(r'Did you mean "([^"]+)" instead of "([^"]+)"')
-_KEY = re.compile(r"^\W*'?([^'\\]+)")
+_QUOTED_KEY = re.compile(r"^\W*'?([^'\\]+)")
 
 
 def command_line_error(error: BaseException, argv: list[str]) -> str:
   """One readable line for an error raised while parsing the command line."""
-  user_error = _innermost_user_error(error)
   text = str(error)
-  if isinstance(error, (AttributeError, KeyError)) and "--config" in " ".join(argv):
-    # ml_collections: an override names a key the config does not have.
-    match = _DID_YOU_MEAN.search(text.replace("\\n", "\n"))
-    key = match.group(2) if match else (_KEY.match(text).group(1) if _KEY.match(text)
-                                          else text)
-    hint = f'; did you mean "{match.group(1)}"?' if match else "."
-    flag = next((a for a in argv if a.startswith("--config.")
-                 and re.search(rf"\.{re.escape(key)}([.=]|$)", a)), "--config.")
-    return f"{flag}: the config has no key {key!r}{hint}"
-  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  lines = [line.strip() for line in text.splitlines() if line.strip()] or [repr(error)]
+  if isinstance(error, (AttributeError, KeyError)) and any(
+      a.startswith("--config.") for a in argv):
+    return _unknown_key_line(text, argv)
   if isinstance(error, OSError) and "config file" in text:
-    detail = next((l for l in reversed(lines) if "Errno" in l), lines[-1])
+    detail = next((line for line in reversed(lines) if "Errno" in line), lines[-1])
     path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
     return f"--config={path}: cannot load the config file: {detail}"
-  if user_error is not None:
-    head = lines[0].split(": ")[0] if lines and lines[0].startswith("flag --") else ""
-    return f"{head[5:]}: {user_error}" if head else str(user_error)
+  flag = lines[0].split(": ")[0][len("flag "):] if lines[0].startswith("flag --") else ""
+  user_error = _innermost_user_error(error)
+  if user_error is not None:  # E.g. a config file rejecting its argument string.
+    return f"{flag}: {user_error}" if flag else str(user_error)
   if "Traceback (most recent call last):" in text:
-    # A config file failed; its own exception is the last line of the trace.
-    return f"{lines[0].rstrip(':')} {lines[-1]}"
+    # A config file raised; its own exception is the last line of the trace.
+    return f"{flag or lines[0]}: {lines[-1]}"
   if type(error).__module__.startswith("absl"):
-    text = " ".join(lines)
-    return text[5:] if text.startswith("flag --") else text
-  return f"{type(error).__name__}: {' '.join(lines)}"
+    return " ".join(lines)[len("flag "):] if flag else " ".join(lines)
+  # Anything else escaped from a config file: name the line that raised it.
+  where = traceback.extract_tb(error.__traceback__)[-1]
+  return (f"{type(error).__name__}: {' '.join(lines)} (at {where.filename}, "
+          f"line {where.lineno})")
+
+
+def _unknown_key_line(text: str, argv: list[str]) -> str:
+  """ml_collections' error for a `--config.` override of a key the config lacks."""
+  match = _DID_YOU_MEAN.search(text.replace("\\n", "\n"))
+  key_match = _QUOTED_KEY.match(text)
+  key = match.group(2) if match else (key_match.group(1) if key_match else text)
+  hint = f'; did you mean "{match.group(1)}"?' if match else "."
+  flag = next((a for a in argv if a.startswith("--config.")
+               and re.search(rf"\.{re.escape(key)}([.=]|$)", a)), "--config.")
+  return f"{flag}: the config has no key {key!r}{hint}"
 
 
 def _innermost_user_error(error: BaseException | None) -> UserError | None:

@@ -39,9 +39,6 @@ def main(argv):
   """absl entry point."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # Config errors in the first seconds, before TensorFlow and the trainer load.
-  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
-  config_validation.validate(_CONFIG.value, _WORKDIR.value)
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
@@ -49,6 +46,10 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
+  # Config errors in the first seconds, before TensorFlow and the trainer load (and
+  # after initialize(): reading the workdir's checkpoints starts JAX's backends).
+  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  config_validation.validate(_CONFIG.value, _WORKDIR.value)
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
