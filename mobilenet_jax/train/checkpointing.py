@@ -32,10 +32,12 @@ that still stops the run with the differences listed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -269,12 +271,38 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
             item=target,
             restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=partial)}))
+    return restored[_STATE]
   except Exception as error:  # pylint: disable=broad-except
-    raise CorruptCheckpointError(
-        f"Checkpoint {_step_path(manager, step)}/{_STATE} could not be restored "
-        f"(corrupt, truncated, or not the state this config builds): "
-        f"{_reason(error)}") from error
-  return restored[_STATE]
+    reason = _reason(error)
+  # Outside the except block, so that the failed restore's frames are released.
+  _collect_abandoned_reads()
+  raise CorruptCheckpointError(
+      f"Checkpoint {_step_path(manager, step)}/{_STATE} could not be restored "
+      f"(corrupt, truncated, or not the state this config builds): {reason}")
+
+
+def _collect_abandoned_reads() -> None:
+  """Quiets the reads Orbax abandons when one array of a restore fails.
+
+  Its other array reads are left as unfinished coroutines; garbage-collected later
+  (at the latest at exit), each would print an "Exception ignored in: <coroutine
+  ...>" traceback after our one-line error. From the first failed restore on, such
+  unraisable errors from Orbax go to the debug log; any other still prints.
+  """
+  if getattr(sys.unraisablehook, "_quiets_orbax", False):
+    gc.collect()
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if "orbax" in getattr(getattr(unraisable.object, "cr_code", None), "co_filename", ""):
+      logging.debug("Abandoned checkpoint read: %s", unraisable.exc_value)
+    else:
+      previous(unraisable)
+
+  hook._quiets_orbax = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+  gc.collect()
 
 
 class Checkpointer:
