@@ -9,40 +9,67 @@ from __future__ import annotations
 
 import ml_collections
 
+from mobilenet_jax.errors import ConfigError
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses "k1=v1,k2=v2" into a ConfigDict typed after `defaults`.
 
-  A bare key ("runlocal") means True. Unknown keys raise a ValueError that lists the
-  known ones, so a typo never silently falls back to a default.
+  A bare key ("runlocal") means True. Unknown keys and values of the wrong type raise
+  a ConfigError naming the argument (and listing the known ones), so a typo never
+  silently falls back to a default.
   """
   parsed = ml_collections.ConfigDict(defaults)
-  if not arg:
-    return parsed
-  for item in arg.split(","):
-    item = item.strip()
-    if not item:
-      continue
-    key, sep, raw = item.partition("=")
-    key = key.strip()
+  for key, raw in _items(arg):
     if key not in defaults:
-      raise ValueError(
+      raise ConfigError(
           f"Unknown config argument {key!r}; known arguments: {', '.join(sorted(defaults))}.")
-    default = defaults[key]
-    if not sep:
-      value = True
-    elif isinstance(default, bool):
-      if raw.lower() not in ("true", "false", "1", "0"):
-        raise ValueError(f"Config argument {key}={raw!r} must be true or false.")
-      value = raw.lower() in ("true", "1")
-    elif isinstance(default, int):
-      value = int(raw)
-    elif isinstance(default, float):
-      value = float(raw)
-    else:
-      value = raw
-    parsed[key] = value
+    parsed[key] = _typed(key, raw, defaults[key])
   return parsed
+
+
+def given_args(arg: str | None) -> set[str]:
+  """The argument names `arg` sets explicitly ("width=0.5,runlocal" -> both)."""
+  return {key for key, _ in _items(arg)}
+
+
+def _items(arg: str | None) -> list[tuple[str, str | None]]:
+  items = []
+  for item in (arg or "").split(","):
+    if item.strip():
+      key, sep, raw = item.strip().partition("=")
+      items.append((key.strip(), raw if sep else None))
+  return items
+
+
+def _typed(key: str, raw: str | None, default):
+  """`raw` as the type of `default`; None (a bare key) means True."""
+  kind = type(default)
+  if raw is None:
+    if kind is not bool:
+      raise ConfigError(f"Config argument {key!r} needs a value ({key}=...).")
+    return True
+  if kind is bool:
+    if raw.lower() not in ("true", "false", "1", "0"):
+      raise ConfigError(f"Config argument {key}={raw!r} must be true or false.")
+    return raw.lower() in ("true", "1")
+  if kind in (int, float):
+    try:
+      return kind(raw)
+    except ValueError:
+      raise ConfigError(f"Config argument {key}={raw!r} must be {_TYPE_NAMES[kind]} "
+                        f"(default {default!r}).") from None
+  return raw
+
+
+def reject_args(given: set[str], names, reason: str) -> None:
+  """ConfigError if any of `names` was given: for arguments a config cannot honour."""
+  rejected = sorted(set(names) & given)
+  if rejected:
+    raise ConfigError(f"Config argument(s) {', '.join(rejected)} cannot be used here: "
+                      f"{reason}.")
 
 
 def data_config(name: str, image_size: int) -> ml_collections.ConfigDict:
@@ -64,6 +91,9 @@ def data_config(name: str, image_size: int) -> ml_collections.ConfigDict:
   data.shuffle_buffer = 16_384
   data.cache = False
   data.on_corrupt_image = "error"  # or "skip" (with a warning naming the file)
+  # A class without training images (only in val/ of an image folder): "warn" or
+  # "error". Our choice: warn, so that a folder still being filled trains.
+  data.classes_without_train_images = "warn"
   return data
 
 
@@ -145,20 +175,25 @@ def train_config() -> ml_collections.ConfigDict:
   return config
 
 
-def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:
+def shrink_for_local_run(config: ml_collections.ConfigDict, args=None,
+                         given: set[str] = frozenset()) -> None:
   """Turns any paper config into a smoke run that finishes in a minute on a CPU.
 
   Keeps the architecture family and recipe; swaps in the built-in dataset at a small
-  resolution and a small width so every code path runs without downloads.
+  resolution and a small width so every code path runs without downloads. Arguments
+  given explicitly with runlocal (`given`, values in `args`) still apply: width, res
+  and batch are honoured, dataset and num_classes (fixed by shapes10) are rejected.
   """
+  reject_args(given, ("dataset", "num_classes"),
+              "runlocal trains the built-in shapes10 (10 classes)")
   config.data.name = "shapes10"
   config.data.train_split = "train"
   config.data.eval_split = "test"
-  config.data.image_size = 32
+  config.data.image_size = args.res if "res" in given else 32
   config.data.shuffle_buffer = 1024
-  config.model.width = min(config.model.width, 0.25)
+  config.model.width = args.width if "width" in given else min(config.model.width, 0.25)
   config.model.num_classes = 10
-  config.global_batch_size = 32
+  config.global_batch_size = args.batch if "batch" in given else 32
   config.eval_batch_size = 64
   config.num_train_steps = 20
   config.log_every_steps = 5

@@ -16,20 +16,27 @@ import ml_collections
 
 from configs import common
 
+# The arguments and their defaults (configs/default.py takes the same ones).
+ARGS = dict(width=1.0, res=224, depth="full", block="separable", num_classes=1000,
+            activation="relu6", dataset="imagenet2012", batch=1024, dtype="float32",
+            runlocal=False)
 
-def get_config(arg: str | None = None):
+
+def get_config(arg_string: str | None = None):
   """Returns the config for `arg` ("width=0.75,res=192,...")."""
-  arg = common.parse_arg(
-      arg, width=1.0, res=224, depth="full", block="separable", num_classes=1000,
-      activation="relu6", dataset="imagenet2012", batch=1024, dtype="float32",
-      runlocal=False)
+  arg = common.parse_arg(arg_string, **ARGS)
+  config = build(arg)
+  if arg.runlocal:
+    common.shrink_for_local_run(config, arg, common.given_args(arg_string))
+  return config
 
+
+def build(arg) -> ml_collections.ConfigDict:
+  """The config for parsed arguments, before any runlocal shrinking."""
   config = common.train_config()
   config.model = model_config(arg)
   config.data = common.data_config(arg.dataset, arg.res)
   config.global_batch_size = arg.batch
-  if arg.runlocal:
-    common.shrink_for_local_run(config)
   return config
 
 

@@ -13,11 +13,11 @@ import ml_collections
 from configs import common
 
 
-def get_config(arg: str | None = None):
+def get_config(arg_string: str | None = None):
   """Returns the config for `arg` ("width=1.4,res=224,...")."""
   arg = common.parse_arg(
-      arg, width=1.0, res=224, num_classes=1000, dataset="imagenet2012", batch=1536,
-      dtype="float32", runlocal=False)
+      arg_string, width=1.0, res=224, num_classes=1000, dataset="imagenet2012",
+      batch=1536, dtype="float32", runlocal=False)
 
   config = common.train_config()
   config.model = model_config(arg)
@@ -37,7 +37,7 @@ def get_config(arg: str | None = None):
   config.label_smoothing = 0.1
   config.ema_decay = 0.9999
   if arg.runlocal:
-    common.shrink_for_local_run(config)
+    common.shrink_for_local_run(config, arg, common.given_args(arg_string))
   return config
 
 

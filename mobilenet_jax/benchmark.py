@@ -266,10 +266,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
   from ml_collections import config_flags
 
-  from mobilenet_jax.errors import cli_main
+  from mobilenet_jax import errors
 
   config_flags.DEFINE_config_file("config", None, "Config file[:args].",
                                   lock_config=True)
@@ -283,4 +283,4 @@ if __name__ == "__main__":
                     "Re-execute with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (Linux).")
   flags.mark_flags_as_required(["config"])
   _FLAGS = flags.FLAGS
-  app.run(cli_main(main))
+  errors.run(main)

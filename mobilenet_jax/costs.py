@@ -168,11 +168,10 @@ def main(argv):
 def console_main():
   """The `mobilenet-costs` console script (and `python -m mobilenet_jax.costs`)."""
   global _FLAGS  # pylint: disable=global-statement
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
-  from mobilenet_jax import config_files  # pylint: disable=g-import-not-at-top
-  from mobilenet_jax.errors import cli_main  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax import config_files, errors  # pylint: disable=g-import-not-at-top
 
   config_flags.DEFINE_config_file("config", None, "Config file[:args].",
                                   lock_config=True)
@@ -180,7 +179,7 @@ def console_main():
   flags.DEFINE_bool("layers", False, "With --json, include every layer.")
   flags.mark_flags_as_required(["config"])
   _FLAGS = flags.FLAGS
-  app.run(cli_main(main), argv=config_files.resolve_argv(sys.argv))
+  errors.run(main, argv=config_files.resolve_argv(sys.argv))
 
 
 if __name__ == "__main__":

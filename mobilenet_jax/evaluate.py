@@ -15,7 +15,8 @@ from absl import app
 from absl import flags
 import jax
 
-from mobilenet_jax import console, restore, runtime
+from mobilenet_jax import console, errors, restore, runtime
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.errors import cli_main
 from mobilenet_jax.train import evaluation, sharding
 from mobilenet_jax.train.step import make_eval_step
@@ -52,6 +53,8 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
         split: str | None = None, data_dir: str | None = None,
         batch_size: int | None = None) -> dict:
   """Restores the run in `workdir` and evaluates it; the metrics plus "split"."""
+  if batch_size is not None and batch_size < 1:
+    raise ConfigError(f"--batch_size={batch_size} must be a positive integer.")
   model, variables, config = restore.load(workdir, step=step, ema=ema)
   if data_dir:
     config.data.data_dir = data_dir
@@ -80,7 +83,7 @@ def console_main():
   """The `mobilenet-evaluate` console script."""
   define_flags()
   console.help_shows_flags_of(__name__)
-  app.run(main)
+  errors.run(main)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mobilenet_jax import config_files, console
-from mobilenet_jax.errors import ConfigError, cli_main
+from mobilenet_jax import config_files, console, errors
+from mobilenet_jax.errors import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with :args.", lock_config=True)
@@ -66,6 +66,10 @@ def main(argv):
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
     _initialize_distributed(jax)
+  # Config errors in the first seconds, before TensorFlow and the trainer load (and
+  # after initialize(): reading the workdir's checkpoints starts JAX's backends).
+  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  config_validation.validate(_CONFIG.value, _WORKDIR.value)
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
@@ -85,7 +89,7 @@ def main(argv):
 def console_main():
   """The `mobilenet-train` console script."""
   console.help_shows_flags_of(__name__)
-  app.run(cli_main(main), argv=config_files.resolve_argv(sys.argv))
+  errors.run(main, argv=config_files.resolve_argv(sys.argv))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 import mobilenet_jax
-from mobilenet_jax import console, data, restore, runtime
+from mobilenet_jax import console, data, errors, restore, runtime
 from mobilenet_jax.errors import DataError, cli_main
 
 
@@ -75,6 +75,8 @@ def main(argv):
   if not paths:
     raise app.UsageError("Give one or more image files.")
   runtime.prepare_process("mobilenet_jax.predict")  # Huge pages, compilation cache.
+  if FLAGS.top_k < 1:
+    raise app.UsageError(f"--top_k={FLAGS.top_k} must be a positive integer.")
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
   if FLAGS.data_dir:
@@ -91,7 +93,7 @@ def console_main():
   """The `mobilenet-predict` console script."""
   define_flags()
   console.help_shows_flags_of(__name__)
-  app.run(main)
+  errors.run(main)
 
 
 if __name__ == "__main__":

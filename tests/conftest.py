@@ -36,3 +36,21 @@ def shapes_tiny_dir(tmp_path_factory):
   config.data_dir = data_dir
   data.get_dataset_info(config)  # Generates it.
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory):
+  """A JAX compilation cache shared by the training subprocesses of the session."""
+  return str(tmp_path_factory.mktemp("jax_cache"))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(shapes_tiny_dir, compile_cache, tmp_path_factory):
+  """(workdir, overrides) of a finished, uninterrupted tiny run (see
+  `training_runs.resume_overrides`): the reference for exact resume, and a run
+  directory for the bad-input tests. Read it; copy it before changing anything."""
+  from tests import training_runs  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  overrides = training_runs.resume_overrides(shapes_tiny_dir)
+  training_runs.run_main(workdir, overrides, compile_cache=compile_cache)
+  return workdir, overrides

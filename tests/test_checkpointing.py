@@ -181,3 +181,73 @@ def test_restore_across_device_counts(tmp_path):
   h.assert_trees_equal(restored, h.fake_state(cfg, step=20))
   assert restored.params["classifier"]["kernel"].sharding.device_set == {
       jax.devices()[0]}
+
+
+def _truncate_array(step_dir):
+  for data in glob.glob(f"{step_dir}/state/**/d/*", recursive=True):
+    os.truncate(data, os.path.getsize(data) // 2)
+
+
+def _garble_meta(step_dir):
+  with open(f"{step_dir}/meta/metadata", "w") as f:
+    f.write('{"format_version": 1, "conf')
+
+
+def _remove_state_metadata(step_dir):
+  os.remove(f"{step_dir}/state/_METADATA")
+
+
+def _tree_digest(path):
+  return {os.path.relpath(f, path): open(f, "rb").read()
+          for f in glob.glob(f"{path}/**/*", recursive=True) if os.path.isfile(f)}
+
+
+@pytest.mark.parametrize("corrupt", [_truncate_array, _garble_meta,
+                                     _remove_state_metadata])
+def test_corrupt_latest_falls_back_and_is_kept(tmp_path, caplog, corrupt):
+  workdir = str(tmp_path)
+  cfg = h.config(keep_checkpoints=1, keep_best_checkpoint=False)
+  with checkpointing.Checkpointer(workdir, cfg) as ckpt:
+    ckpt.save(h.fake_state(cfg, step=10, size=4096), force=True)
+    ckpt.wait()
+    ckpt.save(h.fake_state(cfg, step=20, size=4096, value=1.0), force=True)
+  # keep_checkpoints=1 deleted step 10; keep two good steps for the test.
+  cfg.keep_checkpoints = 2
+  with checkpointing.Checkpointer(workdir, cfg) as ckpt:
+    ckpt.save(h.fake_state(cfg, step=30, size=4096), force=True)
+  corrupt(f"{workdir}/checkpoints/30")
+  damaged = _tree_digest(f"{workdir}/checkpoints/30")
+
+  with caplog.at_level("WARNING"):
+    ckpt = checkpointing.Checkpointer(workdir, cfg)
+    restored = ckpt.restore_or_initial(h.fake_state(cfg, size=4096, value=5.0))
+  h.assert_trees_equal(restored, h.fake_state(cfg, step=20, size=4096, value=1.0))
+  message = " ".join(r.getMessage() for r in caplog.records)
+  assert "step 30 is unreadable" in message and "resumes from step 20" in message
+  assert f"{workdir}/checkpoints/corrupt-30" in message
+  assert ckpt.all_steps() == [20]
+  # The resumed run saves step 30 again and goes on; the retention policy (2 steps)
+  # deletes old steps, never the corrupt copy, which stays byte for byte.
+  for step in (30, 40, 50):
+    ckpt.save(h.fake_state(cfg, step=step, size=4096), force=True)
+  ckpt.close()
+  assert checkpointing.Checkpointer(workdir, cfg).all_steps() == [40, 50]
+  assert _tree_digest(f"{workdir}/checkpoints/corrupt-30") == damaged
+
+
+def test_every_checkpoint_corrupt_stops_and_moves_nothing(saved):
+  workdir, cfg = saved
+  _truncate_array(f"{workdir}/checkpoints/10")
+  before = _tree_digest(f"{workdir}/checkpoints")
+  with pytest.raises(CheckpointError, match="No readable checkpoint.*checkpoints/10/state"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(
+        h.fake_state(cfg, size=4096))
+  assert _tree_digest(f"{workdir}/checkpoints") == before
+
+
+def test_explicit_step_never_falls_back(saved):
+  workdir, cfg = saved
+  _garble_meta(f"{workdir}/checkpoints/10")
+  with pytest.raises(checkpointing.CorruptCheckpointError, match="10/meta/metadata"):
+    checkpointing.Checkpointer(workdir, cfg).restore_or_initial(
+        h.fake_state(cfg, size=4096), step=10)

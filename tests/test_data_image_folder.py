@@ -8,6 +8,7 @@ import pytest
 
 from configs import common
 from mobilenet_jax import data
+from mobilenet_jax.data import decode
 
 
 def _save(path, mode, size, colour, fmt):
@@ -97,3 +98,47 @@ def test_corrupt_image_skip_mode_warns_and_drops(folder_with_corrupt_file, caplo
   assert any("broken.jpg" in record.getMessage() for record in caplog.records)
   batch = next(data.train_batches(config, 4, seed=0, process_index=0, process_count=1))
   assert batch["image"].shape == (4, 24, 24, 3)
+
+
+def test_16_bit_greyscale_png_is_scaled_not_clipped(tmp_path):
+  # A 16-bit scan: a gradient over the full range. Clipping at 255 (what PIL's
+  # convert("RGB") does) would make all but the darkest 0.4% of it white.
+  values = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+  path = tmp_path / "scan16.png"
+  Image.fromarray(values).save(path)
+  with Image.open(path) as image:
+    assert image.mode.startswith("I")  # PIL keeps the 16 bits.
+  rgb = decode.decode_with_pil(path.read_bytes(), str(path))
+  assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+  np.testing.assert_array_equal(rgb[..., 0], np.round(values / 257.0).astype(np.uint8))
+  assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+@pytest.fixture
+def folder_with_class_only_in_val(tmp_path):
+  for split, classes in (("train", ("cat", "dog")), ("val", ("cat", "dog", "owl"))):
+    for name in classes:
+      _save(tmp_path / split / name / "0.png", "RGB", (20, 20), (9, 9, 9), "PNG")
+  return tmp_path
+
+
+def test_class_without_training_images_warns(folder_with_class_only_in_val, caplog):
+  with caplog.at_level(logging.WARNING):
+    info = data.get_dataset_info(_config(folder_with_class_only_in_val))
+  assert info.class_names == ("cat", "dog", "owl")
+  assert any("no image in the train split" in r.getMessage() and "owl" in r.getMessage()
+             for r in caplog.records)
+
+
+def test_class_without_training_images_can_be_an_error(folder_with_class_only_in_val):
+  config = _config(folder_with_class_only_in_val, classes_without_train_images="error")
+  with pytest.raises(data.MissingClassError, match="1 of 3 classes.*owl"):
+    data.get_dataset_info(config)
+
+
+def test_empty_train_folder_says_so(tmp_path):
+  (tmp_path / "train" / "cat").mkdir(parents=True)
+  _save(tmp_path / "val" / "cat" / "0.png", "RGB", (20, 20), (9, 9, 9), "PNG")
+  with pytest.raises(data.SplitNotFoundError,
+                     match=r"no split 'train'.*train holds no image files"):
+    data.get_dataset_info(_config(tmp_path))

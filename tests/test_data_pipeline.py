@@ -95,17 +95,22 @@ def test_train_shards_are_disjoint_and_cover_the_split(shapes_tiny_dir):
   assert shards[0] | shards[1] == set(whole)
 
 
-@pytest.mark.parametrize("start_step", [3, 14])  # Within the first epoch; in the second.
-def test_train_resume_is_exact(shapes_tiny_dir, start_step):
+# 200 examples: per process, 6 batches an epoch and 8 (1 process, batch 32) or 4 (2
+# processes, 16 each) examples left over, which an epoch drops. Resumes mid-epoch
+# (3, 14) and on an epoch boundary (6); each reads on into the next epoch.
+@pytest.mark.parametrize("start_step,process_count", [(3, 1), (14, 1), (6, 2), (3, 2)])
+def test_train_resume_is_exact(shapes_tiny_dir, start_step, process_count):
   config = _config(shapes_tiny_dir)
-  kwargs = dict(global_batch_size=32, seed=7, process_index=0, process_count=1)
-  from_zero = list(itertools.islice(data.train_batches(config, **kwargs),
-                                    start_step + 2))
-  resumed = data.train_batches(config, start_step=start_step, **kwargs)
-  for expected in from_zero[start_step:]:
-    got = next(resumed)
-    np.testing.assert_array_equal(got["image"], expected["image"])
-    np.testing.assert_array_equal(got["label"], expected["label"])
+  end = start_step + 7  # Into the next epoch.
+  for index in range(process_count):
+    kwargs = dict(global_batch_size=32, seed=7, process_index=index,
+                  process_count=process_count)
+    from_zero = list(itertools.islice(data.train_batches(config, **kwargs), end))
+    resumed = list(itertools.islice(
+        data.train_batches(config, start_step=start_step, **kwargs), end - start_step))
+    for expected, got in zip(from_zero[start_step:], resumed, strict=True):
+      np.testing.assert_array_equal(got["image"], expected["image"])
+      np.testing.assert_array_equal(got["label"], expected["label"])
 
 
 def test_train_depends_on_seed_and_cache_does_not_change_it(shapes_tiny_dir):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -96,3 +97,65 @@ def test_nan_loss_stops_with_one_message_and_no_bad_checkpoint(shapes_tiny_dir, 
   bad_step = int(message.split("at step ")[1].split(".")[0])
   # Checkpoints exist only for steps before the loss went bad.
   assert all(s < bad_step for s in _saved_steps(workdir))
+
+
+def _assert_same_run(reference, resumed, step):
+  """Bit-identical losses (and every other logged number) at every step, the same
+  evaluation, and the same final weights."""
+  assert training_runs.read_metrics(resumed) == training_runs.read_metrics(reference)
+  assert [r["step"] for r in training_runs.read_metrics(resumed)] == list(
+      range(1, step + 1))
+  assert training_runs.read_metrics(resumed, "eval") == training_runs.read_metrics(
+      reference, "eval")
+  a = run_dir.restore_weights(reference, step)[0]
+  b = run_dir.restore_weights(resumed, step)[0]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _resumed_from(stderr: str) -> int:
+  return int(re.search(r"from step (\d+)", stderr).group(1))
+
+
+def test_sigkill_mid_epoch_then_relaunch_is_bit_identical(trained_tiny_run,
+                                                           compile_cache, tmp_path):
+  # 6 steps per epoch with 8 images left over: a resume must not let them in.
+  straight, overrides = trained_tiny_run
+  workdir = str(tmp_path / "killed")
+  with open(tmp_path / "killed.log", "w") as log:
+    proc = subprocess.Popen(training_runs.main_command(workdir, overrides),
+                            cwd=training_runs.REPO, stdout=log, stderr=log,
+                            env=training_runs.env_with_devices(1, compile_cache))
+    deadline = time.time() + 300
+    # SIGKILL as soon as a checkpoint is committed (its step directory exists),
+    # while later steps and saves are under way.
+    while not _saved_steps(workdir) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+  assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+
+  relaunched = training_runs.run_main(workdir, overrides, compile_cache=compile_cache)
+  start = _resumed_from(relaunched.stderr)
+  assert 0 < start < 30 and start % 6, start  # Mid-epoch, with epochs still to cross.
+  _assert_same_run(straight, workdir, 30)
+
+
+def test_two_process_resume_mid_epoch_is_bit_identical(shapes_tiny_dir, compile_cache,
+                                                       tmp_path):
+  # Each process: 100 images, 16 per step, 6 steps per epoch and 4 left over.
+  overrides = training_runs.resume_overrides(shapes_tiny_dir, num_train_steps=13)
+  straight = str(tmp_path / "straight")
+  training_runs.run_two_processes(straight, overrides, devices_each=1,
+                                  compile_cache=compile_cache)
+  # A crash after step 8 leaves what SIGKILL would: the committed checkpoint of step
+  # 7 (Orbax never lists a step before its commit) and the metrics of 8 steps.
+  crashed = str(tmp_path / "crashed")
+  shutil.copytree(straight, crashed)
+  for step in _saved_steps(crashed):
+    if step > 7:
+      shutil.rmtree(os.path.join(crashed, "checkpoints", str(step)))
+  os.remove(os.path.join(crashed, "results.json"))
+  training_runs.run_two_processes(crashed, overrides, devices_each=1,
+                                  compile_cache=compile_cache)
+  _assert_same_run(straight, crashed, 13)

@@ -22,11 +22,20 @@ import numpy as np
 
 from mobilenet_jax.data.errors import CorruptImageError
 from mobilenet_jax.data.errors import DatasetNotFoundError
+from mobilenet_jax.data.errors import MissingClassError
+from mobilenet_jax.data.errors import SplitNotFoundError
 
 __all__ = [
-    "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "eval_batches",
-    "get_dataset_info", "load_image_file", "read_image_file", "resolve_split",
-    "train_batches"]
+    "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "MissingClassError",
+    "SplitNotFoundError", "eval_batches", "get_dataset_info", "load_image_file",
+    "read_image_file", "resolve_split", "train_batches", "MISSING_CLASS_MODES",
+    "ON_CORRUPT_MODES"]
+
+# data.on_corrupt_image: stop on an unreadable image file, or drop it with a warning.
+ON_CORRUPT_MODES = ("error", "skip")
+# data.classes_without_train_images: a class with no training image (e.g. only in
+# val/ of an image folder) is warned about, or stops the run.
+MISSING_CLASS_MODES = ("warn", "error")
 
 
 def _pipeline():
@@ -44,8 +53,14 @@ class DatasetInfo:
 
 
 def get_dataset_info(data_config) -> DatasetInfo:
-  """Classes and split sizes; prepares shapes10 if needed, never downloads."""
-  source = _pipeline().sources.get_source(data_config)
+  """Classes and split sizes; prepares shapes10 if needed, never downloads.
+
+  Warns (or raises MissingClassError, per data.classes_without_train_images) if some
+  class has no example in the train split, where the source can tell cheaply.
+  """
+  sources = _pipeline().sources
+  source = sources.get_source(data_config)
+  sources.check_train_classes(source, data_config)
   return DatasetInfo(
       num_classes=len(source.class_names),
       class_names=tuple(source.class_names),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -67,4 +66,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(errors.cli_main(main))
+  errors.run(main)

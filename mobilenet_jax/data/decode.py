@@ -16,10 +16,12 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from mobilenet_jax.data import ON_CORRUPT_MODES
 from mobilenet_jax.data._tf import tf
 from mobilenet_jax.data.errors import CorruptImageError
 
-ON_CORRUPT_MODES = ("error", "skip")
+# PIL modes of more than 8 bits per pixel, which convert("RGB") would clip at 255.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def decode_with_pil(data: bytes, name: str) -> np.ndarray:
@@ -27,9 +29,12 @@ def decode_with_pil(data: bytes, name: str) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as image:
       image.load()  # Decodes fully now, so truncated files fail here.
-      # convert("RGB") maps grey, palette, RGBA (alpha dropped, as TF's channels=3
-      # does) and CMYK (incl. Adobe's inverted CMYK JPEGs) to RGB.
-      rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+      if image.mode in _WIDE_MODES:
+        rgb = _wide_grey_to_rgb(np.asarray(image))
+      else:
+        # convert("RGB") maps grey, palette, RGBA (alpha dropped, as TF's
+        # channels=3 does) and CMYK (incl. Adobe's inverted CMYK JPEGs) to RGB.
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
   except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...).
     raise CorruptImageError(
         f"Cannot decode image file {name!r}: {type(e).__name__}: {e}".replace("\n", " ")
@@ -37,6 +42,18 @@ def decode_with_pil(data: bytes, name: str) -> np.ndarray:
   if rgb.size == 0:
     raise CorruptImageError(f"Cannot decode image file {name!r}: empty image")
   return rgb
+
+
+def _wide_grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+  """16-bit greyscale (PIL "I;16"/"I") scaled to 8 bits, 65535 -> 255, as RGB.
+
+  PIL's convert("RGB") clips such images at 255, so a typical 16-bit scan would come
+  out almost all white. 32-bit "I" images hold 16-bit PNGs in PIL; values beyond
+  16 bits are clipped.
+  """
+  grey = np.clip(grey.astype(np.float64), 0, 65535)
+  eight = np.round(grey * (255.0 / 65535.0)).astype(np.uint8)
+  return np.repeat(eight[..., None], 3, axis=-1)
 
 
 def _as_str(value) -> str:

@@ -1,6 +1,6 @@
 """Exceptions of the input pipeline, each with one readable message.
 
-Both are `mobilenet_jax.errors.DataError`s (user errors: command-line tools print the
+All are `mobilenet_jax.errors.DataError`s (user errors: command-line tools print the
 message alone) and ValueErrors.
 """
 
@@ -13,3 +13,11 @@ class DatasetNotFoundError(DataError, ValueError):
 
 class CorruptImageError(DataError, ValueError):
   """An image file cannot be decoded; the message names the file."""
+
+
+class SplitNotFoundError(DataError, ValueError):
+  """A split name the dataset does not have; the message lists the ones it has."""
+
+
+class MissingClassError(DataError, ValueError):
+  """Some class has no training example (data.classes_without_train_images="error")."""

@@ -107,12 +107,14 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
     shuffle_seed = tf.random.stateless_uniform([], epoch_seed, minval=None,
                                                maxval=None, dtype=tf.int64)
     ds = records.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-    ds = ds.enumerate()
+    # The epoch's examples: whole batches only, the leftover dropped. Taking them
+    # before the resume skip keeps a resumed epoch the same length as the original
+    # (skipping first would let the leftover in and shift every later batch).
+    ds = ds.enumerate().take(steps_per_epoch * batch)
     # Resume: skip the examples of the first epoch that were already consumed; only
     # undecoded records are read (unless cached).
     ds = ds.skip(tf.where(epoch_index == first_epoch, tf.constant(first_offset, tf.int64),
                          tf.constant(0, tf.int64)))
-    ds = ds.take(steps_per_epoch * batch)
     return ds.map(lambda i, r: (_fold(epoch_seed, i), r))
 
   def preprocess(example_seed, record):

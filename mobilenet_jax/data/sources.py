@@ -23,6 +23,8 @@ from mobilenet_jax.data import builtin_shapes
 from mobilenet_jax.data import decode
 from mobilenet_jax.data._tf import tf
 from mobilenet_jax.data.errors import DatasetNotFoundError
+from mobilenet_jax.data.errors import MissingClassError
+from mobilenet_jax.data.errors import SplitNotFoundError
 
 IMAGE_FOLDER = "image_folder"
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -49,12 +51,18 @@ class Source(abc.ABC):
       if base not in available:
         alias = next((a for a in _SPLIT_ALIASES.get(base, ()) if a in available), None)
         if alias is None:
-          raise ValueError(f"Dataset {self.name!r} has no split {base!r} (in {split!r});"
-                           f" available splits: {', '.join(available)}.")
+          raise SplitNotFoundError(
+              f"Dataset {self.name!r} has no split {base!r} (in {split!r}"
+              f"{self._absent_split_hint(base)}); available splits: "
+              f"{', '.join(available) or 'none'}.")
         logging.info("Dataset %s has no split %r; using %r.", self.name, base, alias)
         base = alias
       parts.append(base + rest)
     return "+".join(parts)
+
+  def _absent_split_hint(self, split: str) -> str:
+    del split
+    return ""
 
   def num_examples(self, split) -> int:
     """Number of examples of a (resolved) split string or sub-split."""
@@ -69,6 +77,11 @@ class Source(abc.ABC):
     start = 0 if inst.from_ is None else inst.from_
     end = n if inst.to is None else inst.to
     return start, end
+
+  def classes_without_examples(self, split) -> list[str] | None:
+    """Class names with no example in `split`, or None where that is costly to know."""
+    del split
+    return None
 
   @abc.abstractmethod
   def records(self, split) -> tf.data.Dataset:
@@ -126,6 +139,7 @@ class ImageFolderSource(Source):
           f"Image folder dataset: data.data_dir={root!r} is not a directory. Set it to "
           "a folder holding train/ and val/ (or test/), each with one sub-folder of "
           "images per class.")
+    self._root = root
     self._files = {}  # split -> list of (path, class name)
     for split in sorted(tf.io.gfile.listdir(root)):
       split = split.rstrip("/")
@@ -169,6 +183,40 @@ class ImageFolderSource(Source):
 
   def decode(self, record, on_corrupt):
     return decode.decode_checked(record["encoded"], record["name"], on_corrupt)
+
+  def _absent_split_hint(self, split: str) -> str:
+    folder = os.path.join(self._root, split)
+    if tf.io.gfile.isdir(folder):
+      return f": {folder} holds no image files in class sub-folders"
+    return ""
+
+  def classes_without_examples(self, split) -> list[str]:
+    present = set()
+    for inst in splits_lib.AbstractSplit.from_spec(split).to_absolute(self.split_dict):
+      start, end = self._bounds(inst)
+      present.update(label for _, label in self._files[inst.splitname][start:end])
+    return [c for c in self.class_names if c not in present]
+
+
+def check_train_classes(source: Source, data_config) -> None:
+  """Warns about, or rejects, classes without an example in the train split.
+
+  A class that has images only in val/ of an image folder is otherwise trained as
+  a class the model never sees, with no sign of it.
+  """
+  missing = source.classes_without_examples(
+      source.resolve_split(data_config.train_split))
+  if not missing:
+    return
+  mode = data_config.get("classes_without_train_images", "warn")
+  message = (f"Dataset {source.name!r}: {len(missing)} of {len(source.class_names)} "
+             f"classes have no image in the train split {data_config.train_split!r}: "
+             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+  if mode == "error":
+    raise MissingClassError(
+        f"{message}. Add training images for them, or set "
+        "data.classes_without_train_images=warn to train anyway.")
+  logging.warning("%s; the model will never see them in training.", message)
 
 
 def _default_data_dir() -> str:

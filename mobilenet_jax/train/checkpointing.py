@@ -17,15 +17,30 @@ The input pipeline needs no state of its own: batches are a deterministic functi
 Restoring goes against the abstract version of the caller's state *with its
 shardings*, so a checkpoint written on 8 devices restores on 1 and vice versa.
 
+A corrupt latest checkpoint (unreadable files: a truncated array, garbled or missing
+metadata; e.g. a disk that filled up, or files damaged after the commit) does not stop
+a resuming run: `restore_or_initial` restores the newest readable step instead, says
+which and why, and moves each corrupt step, untouched, to
+`checkpoints/corrupt-<step>/`. Moving it aside matters: the resumed run trains those
+steps again and saves the same step numbers, and left in place the corrupt step would
+block that save and later be garbage-collected (deleted) by `keep_checkpoints`.
+Orbax ignores directories whose names are not step numbers, so the moved copy stays
+until the user deletes it. A checkpoint written with another config is not corrupt:
+that still stops the run with the differences listed.
+
 What else a run directory holds (results, which configs may resume a checkpoint,
 weights-only restore for tools) is mobilenet_jax/run_dir.py's business.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import math
+import os
+import sys
 from typing import Any, Callable
 
 import jax
@@ -35,6 +50,11 @@ import orbax.checkpoint as ocp
 from mobilenet_jax.errors import CheckpointError
 
 PyTree = Any
+CORRUPT_PREFIX = "corrupt-"  # checkpoints/corrupt-<step>/: set aside, never deleted.
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint's files cannot be read (truncated, garbled or missing)."""
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -177,12 +197,12 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
     meta = manager.restore(step, args=ocp.args.Composite(
         **{_META: ocp.args.JsonRestore()}))[_META]
   except Exception as error:  # pylint: disable=broad-except
-    raise CheckpointError(
+    raise CorruptCheckpointError(
         f"Checkpoint metadata {path} is unreadable (corrupt or truncated?): "
         f"{_reason(error)}") from error
   if not isinstance(meta, dict) or "format_version" not in meta:
-    raise CheckpointError(f"Checkpoint metadata {path} has no format version; it was "
-                          "not written by mobilenet_jax.")
+    raise CorruptCheckpointError(f"Checkpoint metadata {path} has no format version; "
+                                 "it was not written by mobilenet_jax.")
   if meta["format_version"] != FORMAT_VERSION:
     raise CheckpointError(
         f"Checkpoint {path} has format version {meta['format_version']}, this code "
@@ -206,11 +226,11 @@ def _stored_metadata(manager: ocp.CheckpointManager, step: int) -> PyTree:
   try:
     metadata = manager.item_metadata(step)[_STATE]
   except Exception as error:  # pylint: disable=broad-except
-    raise CheckpointError(f"Checkpoint {path} has unreadable metadata (corrupt or "
-                          f"truncated?): {_reason(error)}") from error
+    raise CorruptCheckpointError(f"Checkpoint {path} has unreadable metadata (corrupt "
+                                 f"or truncated?): {_reason(error)}") from error
   if metadata is None:
-    raise CheckpointError(f"Checkpoint {path} has no readable metadata (its _METADATA "
-                          "file is missing or corrupt).")
+    raise CorruptCheckpointError(f"Checkpoint {path} has no readable metadata (its "
+                                 "_METADATA file is missing or corrupt).")
   return metadata
 
 
@@ -239,12 +259,38 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
             item=target,
             restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=partial)}))
+    return restored[_STATE]
   except Exception as error:  # pylint: disable=broad-except
-    raise CheckpointError(
-        f"Checkpoint {_step_path(manager, step)}/{_STATE} could not be restored "
-        f"(corrupt, truncated, or not the state this config builds): "
-        f"{_reason(error)}") from error
-  return restored[_STATE]
+    reason = _reason(error)
+  # Outside the except block, so that the failed restore's frames are released.
+  _collect_abandoned_reads()
+  raise CorruptCheckpointError(
+      f"Checkpoint {_step_path(manager, step)}/{_STATE} could not be restored "
+      f"(corrupt, truncated, or not the state this config builds): {reason}")
+
+
+def _collect_abandoned_reads() -> None:
+  """Quiets the reads Orbax abandons when one array of a restore fails.
+
+  Its other array reads are left as unfinished coroutines; garbage-collected later
+  (at the latest at exit), each would print an "Exception ignored in: <coroutine
+  ...>" traceback after our one-line error. From the first failed restore on, such
+  unraisable errors from Orbax go to the debug log; any other still prints.
+  """
+  if getattr(sys.unraisablehook, "_quiets_orbax", False):
+    gc.collect()
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if "orbax" in getattr(getattr(unraisable.object, "cr_code", None), "co_filename", ""):
+      logging.debug("Abandoned checkpoint read: %s", unraisable.exc_value)
+    else:
+      previous(unraisable)
+
+  hook._quiets_orbax = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
+  gc.collect()
 
 
 class Checkpointer:
@@ -282,23 +328,61 @@ class Checkpointer:
   def restore_or_initial(self, initial_state: PyTree, step: int | None = None, *,
                          check_config: Callable[[dict, str], None] | None = None
                          ) -> PyTree:
-    """The latest checkpoint (or `step`), or `initial_state` if there is none.
+    """The latest readable checkpoint (or `step`), or `initial_state` if there is none.
 
-    Restores onto the shardings of `initial_state`'s arrays. Raises CheckpointError
-    if `step` is missing, the checkpoint is corrupt or of another format version,
-    or holds other arrays than `initial_state`. `check_config(stored_config, path)`
-    may raise before anything is restored (the trainer passes
-    `run_dir.check_compatible`: a config that builds a different state).
+    Restores onto the shardings of `initial_state`'s arrays. Without `step`, corrupt
+    newer checkpoints are moved aside (see the module doc) and the newest readable
+    one is restored. Raises CheckpointError if `step` is missing or corrupt, if no
+    checkpoint is readable, if one is of another format version, or if it holds other
+    arrays than `initial_state`. `check_config(stored_config, path)` may raise before
+    anything is restored (the trainer passes `run_dir.check_compatible`: a config
+    that builds a different state).
     """
-    if step is None and self._manager.latest_step() is None:
-      return initial_state
-    step = _resolve_step(self._manager, step)
+    if step is not None:
+      return self._restore_step(_resolve_step(self._manager, step), initial_state,
+                                check_config)
+    corrupt = []
+    for candidate in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state = self._restore_step(candidate, initial_state, check_config)
+      except CorruptCheckpointError as error:
+        corrupt.append((candidate, error))
+        continue
+      self._set_aside(corrupt, candidate)
+      return state
+    if corrupt:
+      raise CheckpointError(
+          f"No readable checkpoint in {self.directory}: "
+          + " ".join(str(error) for _, error in corrupt)
+          + " Move the checkpoints aside (or use a new --workdir) to start afresh.")
+    return initial_state
+
+  def _restore_step(self, step: int, initial_state: PyTree,
+                    check_config: Callable[[dict, str], None] | None) -> PyTree:
     meta = _read_meta(self._manager, step)
     if check_config is not None:
       check_config(json.loads(meta["config"]), _step_path(self._manager, step))
     target = abstract_state(initial_state)
     _check_structure(self._manager, step, target)
     return _restore_state(self._manager, step, target)
+
+  def _set_aside(self, corrupt: list, restored_step: int) -> None:
+    """Moves each corrupt step to checkpoints/corrupt-<step>/ (process 0 only)."""
+    if not corrupt:
+      return
+    targets = [_free_path(os.path.join(self.directory, f"{CORRUPT_PREFIX}{step}"))
+               for step, _ in corrupt]
+    _sync("mobilenet_jax:corrupt_checkpoints_found")
+    for (step, error), target in zip(corrupt, targets):
+      if jax.process_index() == 0:
+        os.rename(_step_path(self._manager, step), target)
+      logging.warning(
+          "Checkpoint step %d is unreadable, so this run resumes from step %d, the "
+          "newest readable checkpoint, and trains the steps after it again. The "
+          "corrupt step is kept, untouched, in %s. Why: %s", step, restored_step,
+          target, error)
+    _sync("mobilenet_jax:corrupt_checkpoints_moved")
+    self._manager.reload()
 
   def save(self, state: PyTree, *, metrics: dict | None = None,
            force: bool = False) -> bool:
@@ -342,11 +426,59 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
+  @contextlib.contextmanager
+  def closed_on_error(self):
+    """Closes this checkpointer if the block raises, so that Orbax's background
+    threads end before the process exits with the error."""
+    try:
+      yield self
+    except BaseException:
+      self.close()
+      raise
+
   def __enter__(self) -> "Checkpointer":
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _sync(name: str) -> None:
+  """All processes meet here (a no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def _free_path(path: str) -> str:
+  """`path`, or `path-2`, `path-3`... if taken (a step may go bad twice)."""
+  candidate, n = path, 1
+  while os.path.exists(candidate):
+    n += 1
+    candidate = f"{path}-{n}"
+  return candidate
+
+
+def check_resumable(workdir: str, check_config: Callable[[dict, str], None]) -> None:
+  """Runs `check_config(stored_config, path)` on the newest readable checkpoint in
+  `workdir`, if any (cheap: reads only its metadata).
+
+  Lets a resume with the wrong config fail before the data and the model are
+  built; `Checkpointer.restore_or_initial` checks the same again.
+  """
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return
+  manager = _manager(workdir, read_only=True)
+  try:
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        meta = _read_meta(manager, step)
+      except CorruptCheckpointError:
+        continue  # The restore falls back past it (see the module doc).
+      check_config(json.loads(meta["config"]), _step_path(manager, step))
+      return
+  finally:
+    manager.close()
 
 
 def read_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:

@@ -18,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mobilenet_jax import costs, data, models, run_dir, runtime
+from mobilenet_jax import config_validation, costs, data, models, run_dir, runtime
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
 from mobilenet_jax.train import (batchnorm, checkpointing, optimizers, preemption,
                                  sharding, transfer)
@@ -62,6 +62,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns the final results (also written to WORKDIR/results.json by process 0).
   """
   start_time = time.time()
+  config_validation.validate(config, workdir)  # Every config error now, in one line.
   os.makedirs(workdir, exist_ok=True)
   info = data.get_dataset_info(config.data)
   if config.model.num_classes != info.num_classes:
@@ -90,10 +91,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = jax.device_put(state, sharding.replicated(mesh))
 
   checkpointer = checkpointing.Checkpointer(workdir, config)
-  if checkpointer.latest_step() is None:
-    state = transfer.init_from(config, state)
-  state = checkpointer.restore_or_initial(state,
-                                         check_config=run_dir.check_compatible(config))
+  with checkpointer.closed_on_error():
+    if checkpointer.latest_step() is None:
+      state = transfer.init_from(config, state)
+    state = checkpointer.restore_or_initial(
+        state, check_config=run_dir.check_compatible(config))
   start_step = int(state.step)
 
   logger = MetricsLogger(workdir)
