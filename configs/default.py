@@ -36,8 +36,6 @@ def get_config(arg: str | None = None):
   config.data.cache = True  # 10k decoded 64x64 images fit in memory; saves CPU.
   # Crops down to half the area: a quarter cut shapes too much for this short run.
   config.data.crop_area_range = (0.5, 1.0)
-  config.model.width = 0.25
-  config.model.num_classes = 10
 
   config.eval_batch_size = 500
   config.num_epochs = 24.0  # ~3750 steps: about 4 minutes on an idle 2-core CPU.

@@ -28,6 +28,11 @@ DELAY_MODES = ("spread", "sampled")
 STALENESS_SCALINGS = ("none", "inverse")
 
 
+def staleness_scaling(config) -> str:
+  """`config.lr.staleness_scaling`; "none" for configs without it (older runs)."""
+  return (config.get("lr") or {}).get("staleness_scaling", "none")
+
+
 def check_config(config) -> None:
   """Raises ConfigError for an impossible staleness/worker/accumulation setting."""
   if config.staleness < 0:
@@ -37,7 +42,7 @@ def check_config(config) -> None:
   if config.worker_delays not in DELAY_MODES:
     raise ConfigError(f"worker_delays={config.worker_delays!r} is unknown; allowed: "
                       f"{', '.join(DELAY_MODES)}.")
-  scaling = config.lr.get("staleness_scaling", "none")
+  scaling = staleness_scaling(config)
   if scaling not in STALENESS_SCALINGS:
     raise ConfigError(f"lr.staleness_scaling={scaling!r} is unknown; allowed: "
                       f"{', '.join(STALENESS_SCALINGS)}.")

@@ -78,7 +78,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
       worker_params = async_emulation.params_at_delays(
           state.params, state.stale_params, state.step, delays)
       worker_weights = async_emulation.delay_weights(
-          config.lr.get("staleness_scaling", "none"), delays)
+          async_emulation.staleness_scaling(config), delays)
 
     def micro_step(carry, micro):
       grads_sum, batch_stats, loss_sum, correct_sum = carry
