@@ -9,6 +9,7 @@ not the scalars again: clu's LoggingWriter would print every metric a second tim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -65,7 +66,6 @@ class Progress:
     self._last_step, self._last_time = start_step, None
     self.train_time = 0.0  # Seconds spent in timed steps.
     self.timed_steps = 0
-    self._pause_start = None
 
   def start_timing(self, step: int) -> None:
     """Steps after `step` are timed from now."""
@@ -86,14 +86,15 @@ class Progress:
     return {"steps_per_sec": rate, "images_per_sec": rate * self.batch_size,
             "eta_s": (self.total_steps - step) / rate if rate else 0.0}
 
-  def pause(self) -> None:
-    """Excludes what follows (evaluation, checkpointing) from the next interval."""
-    self._pause_start = time.perf_counter()
-
-  def resume(self) -> None:
-    if self._last_time is not None and self._pause_start is not None:
-      self._last_time += time.perf_counter() - self._pause_start
-    self._pause_start = None
+  @contextlib.contextmanager
+  def paused(self):
+    """Excludes the time spent inside (evaluation, checkpointing) from the rates."""
+    pause_start = time.perf_counter()
+    try:
+      yield
+    finally:
+      if self._last_time is not None:
+        self._last_time += time.perf_counter() - pause_start
 
   @property
   def images_per_sec(self) -> float:

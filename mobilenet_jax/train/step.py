@@ -118,7 +118,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
              if staleness else state.stale_params)
     if config.ema_decay:
       decay = ema_decay_at(state.step, config.ema_decay)
-      ema = lambda old, new: decay * old + (1.0 - decay) * new
+      # TF's ExponentialMovingAverage form, shadow -= (1 - decay) * (shadow - value):
+      # a weight that did not move (a frozen backbone) keeps its average exactly.
+      ema = lambda old, new: old - (1.0 - decay) * (old - new)
       ema_params = jax.tree.map(ema, state.ema_params, params)
       ema_batch_stats = jax.tree.map(ema, state.ema_batch_stats, batch_stats)
     else:

@@ -9,10 +9,12 @@ and, at the end, results.json.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import time
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -56,14 +58,27 @@ def _mean_metrics(pending: list[tuple[int, dict]]) -> dict:
   return {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+@dataclasses.dataclass
+class _Run:
+  """What the train loop works with, built once by `_build_run`."""
+  config: ml_collections.ConfigDict  # With the settings chosen for this run filled in.
+  workdir: str
+  model: Any
+  mesh: jax.sharding.Mesh
+  train_step: Callable
+  eval_step: Callable
+  checkpointer: checkpointing.Checkpointer
+  steps_per_epoch: int
+  total_steps: int
 
-  Returns the final results (also written to WORKDIR/results.json by process 0).
-  """
-  start_time = time.time()
-  config_validation.validate(config, workdir)  # Every config error now, in one line.
-  os.makedirs(workdir, exist_ok=True)
+  def evaluate(self, variables: dict) -> dict:
+    """Exact loss, top-1 and top-5 of `variables` over the eval split."""
+    return evaluate(self.eval_step, variables, self.config.data,
+                    self.config.eval_batch_size, self.mesh)
+
+
+def _steps_for_dataset(config) -> tuple[int, int]:
+  """(steps per epoch, total steps), after checking the config against the dataset."""
   info = data.get_dataset_info(config.data)
   if config.model.num_classes != info.num_classes:
     raise ConfigError(
@@ -72,9 +87,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"{info.num_classes}.")
   sharding.check_batch_size("global_batch_size", config.global_batch_size)
   sharding.check_batch_size("eval_batch_size", config.eval_batch_size)
-  steps_per_epoch, total_steps = total_train_steps(config, info.num_train_examples)
-  config = batchnorm.resolve_momentum(config, total_steps)
+  return total_train_steps(config, info.num_train_examples)
 
+
+def _jit_steps(model, optimizer, config, schedule, adjust_batch_stats, mesh):
+  """The train and eval steps, jitted over `mesh` with the platform's options."""
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  train_step = jax.jit(
+      make_train_step(model, optimizer, config, schedule, adjust_batch_stats),
+      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0, compiler_options=runtime.compiler_options("train"))
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, batch_sharding),
+                      out_shardings=replicated,
+                      compiler_options=runtime.compiler_options("inference"))
+  return train_step, eval_step
+
+
+def _build_run(config, workdir: str) -> tuple[_Run, Any]:
+  """The run's model, jitted steps and checkpointer, and the state to start from:
+  the latest readable checkpoint, else another run's weights (`init_from`), else a
+  fresh initialization."""
+  steps_per_epoch, total_steps = _steps_for_dataset(config)
+  config = batchnorm.resolve_momentum(config, total_steps)
   model = models.create(config.model, bn_group_size=config.bn_group_size,
                         frozen_bn=batchnorm.bn_frozen(config))
   mesh = sharding.create_mesh()
@@ -96,89 +130,107 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state = transfer.init_from(config, state)
     state = checkpointer.restore_or_initial(
         state, check_config=run_dir.check_compatible(config))
-  start_step = int(state.step)
+  train_step, eval_step = _jit_steps(model, optimizer, config, schedule,
+                                     adjust_batch_stats, mesh)
+  return _Run(config, workdir, model, mesh, train_step, eval_step, checkpointer,
+              steps_per_epoch, total_steps), state
 
-  logger = MetricsLogger(workdir)
-  logger.truncate_after(start_step)
-  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  train_step = jax.jit(
-      make_train_step(model, optimizer, config, schedule, adjust_batch_stats),
-      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-      donate_argnums=0, compiler_options=runtime.compiler_options("train"))
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, batch_sharding),
-                      out_shardings=replicated,
-                      compiler_options=runtime.compiler_options("inference"))
 
-  logging.info("Training %s for %d steps (%d per epoch) from step %d on %d device(s).",
-               config.model.name, total_steps, steps_per_epoch, start_step,
-               jax.device_count())
-  progress = Progress(start_step, total_steps, config.global_batch_size)
+def _evaluate_both(run: _Run, state, step: int, logger, console) -> dict:
+  """Evaluates the raw and the EMA weights at `step`; logs and returns both."""
+  raw, ema = run.evaluate(state.variables), run.evaluate(state.ema_variables)
+  logger.write(step, "eval", {**raw, **{f"ema_{k}": v for k, v in ema.items()}})
+  console.message(
+      f"eval at step {step}: top-1 {raw['top1']:.4f} top-5 {raw['top5']:.4f} "
+      f"(EMA top-1 {ema['top1']:.4f} top-5 {ema['top5']:.4f})")
+  return {"raw": raw, "ema": ema}
+
+
+def _train_loop(run: _Run, state, logger, progress) -> tuple[Any, dict, bool]:
+  """Trains from `state.step` to the last step: logs, evaluates and checkpoints.
+
+  Returns (state, the last evaluation or {} if none ran, whether a SIGTERM stopped
+  the run; its checkpoint is then saved).
+  """
+  config, start_step, total_steps = run.config, int(state.step), run.total_steps
   console = ProgressLine(total_steps)
   pending: list[tuple[int, dict]] = []
   batches = data.train_batches(config.data, config.global_batch_size, config.seed,
                                start_step)
   final_metrics = {}
-  run_eval = lambda variables: evaluate(eval_step, variables, config.data,
-                                       config.eval_batch_size, mesh)
-  try:
-    with preemption.PreemptionGuard() as guard:
-      step = start_step
-      while step < total_steps:
-        state, metrics = train_step(state, sharding.global_batch(next(batches), mesh))
-        step += 1
-        if step == start_step + 1:  # Compiled: time the steps after this one.
-          jax.block_until_ready(metrics)
-          progress.start_timing(step)
-        pending.append((step, metrics))
-        is_last = step == total_steps
-        if step % config.log_every_steps == 0 or is_last:
+  with preemption.PreemptionGuard() as guard:
+    for step in range(start_step + 1, total_steps + 1):
+      state, metrics = run.train_step(state,
+                                      sharding.global_batch(next(batches), run.mesh))
+      if step == start_step + 1:  # Compiled: time the steps after this one.
+        jax.block_until_ready(metrics)
+        progress.start_timing(step)
+      pending.append((step, metrics))
+      is_last = step == total_steps
+      if step % config.log_every_steps == 0 or is_last:
+        _check_finite(pending)
+        scalars, rates = _mean_metrics(pending), progress.report(step)
+        pending = []
+        logger.write(step, "train", {**scalars, **rates})
+        console.update(step, scalars, rates)
+      eval_metrics = None
+      if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
+        with progress.paused():
           _check_finite(pending)
-          scalars = _mean_metrics(pending)
-          rates = progress.report(step)
-          pending = []
-          logger.write(step, "train", {**scalars, **rates})
-          console.update(step, scalars, rates)
-        eval_metrics = None
-        if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
-          progress.pause()
-          _check_finite(pending)
-          eval_metrics = run_eval(state.variables)
-          ema_metrics = run_eval(state.ema_variables)
-          logger.write(step, "eval", {**eval_metrics,
-                                      **{f"ema_{k}": v for k, v in ema_metrics.items()}})
-          console.message(
-              f"eval at step {step}: top-1 {eval_metrics['top1']:.4f} top-5 "
-              f"{eval_metrics['top5']:.4f} (EMA top-1 {ema_metrics['top1']:.4f} top-5 "
-              f"{ema_metrics['top5']:.4f})")
-          final_metrics = {"raw": eval_metrics, "ema": ema_metrics}
-          progress.resume()
-        # The same answer on every host, without a per-step collective.
-        stop = guard.should_stop(step)
-        every = config.checkpoint_every_steps
-        if stop or is_last or (every and step % every == 0):
-          progress.pause()
+          final_metrics = _evaluate_both(run, state, step, logger, console)
+          eval_metrics = final_metrics["raw"]
+      stop = guard.should_stop(step)  # The same on every host, no per-step collective.
+      every = config.checkpoint_every_steps
+      if stop or is_last or (every and step % every == 0):
+        with progress.paused():
           _check_finite(pending)  # Never write a checkpoint of a diverged run.
-          checkpointer.save(state, metrics=eval_metrics, force=stop or is_last)
-          progress.resume()
-        if stop and not is_last:
-          checkpointer.wait()
-          logging.warning("Preempted (SIGTERM): saved step %d in %s; run the same "
-                          "command again to resume.", step, workdir)
-          print(f"Preempted: saved a checkpoint at step {step} in {workdir}; run the same "
-                "command again to resume.", flush=True)
-          return {"preempted_at_step": step}
+          run.checkpointer.save(state, metrics=eval_metrics, force=stop or is_last)
+      if stop and not is_last:
+        return state, final_metrics, True
+  return state, final_metrics, False
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
+
+  Returns the final results (also written to WORKDIR/results.json by process 0), or
+  {"preempted_at_step": N} when a SIGTERM stopped the run after saving step N.
+  """
+  start_time = time.time()
+  config_validation.validate(config, workdir)  # Every config error now, in one line.
+  os.makedirs(workdir, exist_ok=True)
+  run, state = _build_run(config, workdir)
+  start_step = int(state.step)
+  logger = MetricsLogger(workdir)
+  logger.truncate_after(start_step)
+  logging.info("Training %s for %d steps (%d per epoch) from step %d on %d device(s).",
+               run.config.model.name, run.total_steps, run.steps_per_epoch, start_step,
+               jax.device_count())
+  progress = Progress(start_step, run.total_steps, run.config.global_batch_size)
+  try:
+    state, final_metrics, preempted = _train_loop(run, state, logger, progress)
+    if preempted:
+      run.checkpointer.wait()
+      step = int(state.step)
+      logging.warning("Preempted (SIGTERM): saved step %d in %s; run the same command "
+                      "again to resume.", step, workdir)
+      print(f"Preempted: saved a checkpoint at step {step} in {workdir}; run the same "
+            "command again to resume.", flush=True)
+      return {"preempted_at_step": step}
     if not final_metrics:  # The workdir held a finished run: report on it again.
-      final_metrics = {"raw": run_eval(state.variables), "ema": run_eval(state.ema_variables)}
+      final_metrics = {"raw": run.evaluate(state.variables),
+                       "ema": run.evaluate(state.ema_variables)}
   finally:
     # A save still in flight must finish (or fail) before the process exits, also
     # when training stops on an error.
-    checkpointer.wait()
-    checkpointer.close()
+    run.checkpointer.wait()
+    run.checkpointer.close()
     logger.close()
 
   results = run_dir.Results.of_run(
-      config, final_metrics, total_steps, costs.count_costs(model, config.data.image_size),
-      eval_split=data.resolve_split(config.data, config.data.eval_split),
+      run.config, final_metrics, run.total_steps,
+      costs.count_costs(run.model, run.config.data.image_size),
+      eval_split=data.resolve_split(run.config.data, run.config.data.eval_split),
       wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec)
   if jax.process_index() == 0:
     run_dir.write_results(workdir, results)
