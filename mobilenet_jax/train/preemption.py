@@ -73,9 +73,14 @@ class PreemptionGuard:
     self.signal_received = signum
 
   def __enter__(self) -> "PreemptionGuard":
-    self._use_jax_service = (jax.process_count() > 1
-                             and _jax_preemption_service() is not None)
-    if threading.current_thread() is threading.main_thread():
+    multi_host = jax.process_count() > 1
+    self._use_jax_service = multi_host and _jax_preemption_service() is not None
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if multi_host and not self._use_jax_service and on_main_thread:
+      # Connect the hosts' collectives now: a signal landing during Gloo's first
+      # handshake (inside the first all-gather) can hang it (seen under CPU load).
+      self._agree()
+    if on_main_thread:
       for signum in self._signals:
         if self._use_jax_service and signum == signal.SIGTERM:
           continue  # Replacing its handler would deafen JAX's service.
