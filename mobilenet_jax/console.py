@@ -13,6 +13,8 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
+from typing import Callable
 import warnings
 
 from absl import flags
@@ -25,8 +27,10 @@ _NOISY_WARNING_LOGGERS = ("tensorflow",)
 
 
 # Warnings about what this package does on purpose: checkpoints between evaluations
-# carry no metrics (the latest-N policy keeps them, the best-of policy ignores them).
-_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",)
+# carry no metrics (the latest-N policy keeps them, the best-of policy ignores them);
+# evaluation and config checks open the checkpoints read-only.
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",
+                      "Given directory is read only")
 
 
 class _OwnInfoOnly(logging.Filter):
@@ -46,11 +50,13 @@ def verbosity_requested() -> bool:
   return "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
 
 
-def configure(quiet: bool | None = None) -> None:
+def configure(quiet: bool | None = None, load_tensorflow: bool = True) -> None:
   """Sets up the console for a command-line tool; call first in its `main`.
 
   `quiet` defaults to "no --verbosity given". Must run before TensorFlow is imported
-  for its C++ log level to apply.
+  for its C++ log level to apply. With `load_tensorflow=False` the tool calls
+  `load_tensorflow_quietly()` itself, later: a config error then costs no TensorFlow
+  import (~7 s on a 2-core CPU).
   """
   if quiet is None:
     quiet = not verbosity_requested()
@@ -63,6 +69,12 @@ def configure(quiet: bool | None = None) -> None:
   for name in _NOISY_WARNING_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)
   warnings.filterwarnings("ignore", category=DeprecationWarning)
+  if load_tensorflow:
+    load_tensorflow_quietly()
+
+
+def load_tensorflow_quietly() -> None:
+  """Imports TensorFlow and TFDS with their start-up lines hidden."""
   with _stderr_silenced():
     # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", "This
     # TensorFlow binary is optimized ...") go straight to file descriptor 2 while
@@ -71,6 +83,41 @@ def configure(quiet: bool | None = None) -> None:
     from mobilenet_jax.data import _tf  # pylint: disable=g-import-not-at-top,unused-import
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()  # tqdm bars with escape codes, also in log files.
+
+
+class CapturedStderr:
+  """What `stderr_captured` caught; `replay(drop=...)` writes it back to stderr."""
+
+  def __init__(self):
+    self.text = ""
+
+  def replay(self, drop: Callable[[str], bool] = lambda line: False) -> None:
+    """Writes the captured lines to stderr, leaving out those where `drop` is true."""
+    kept = [line for line in self.text.splitlines(keepends=True) if not drop(line)]
+    sys.stderr.write("".join(kept))
+    sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def stderr_captured():
+  """Holds back everything written to file descriptor 2 in the block (C++ included).
+
+  For library noise that arrives from threads while a call runs: the caller decides
+  afterwards what to `replay` of it. Nothing is lost if the block raises.
+  """
+  captured = CapturedStderr()
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as buffer:
+    os.dup2(buffer.fileno(), 2)
+    try:
+      yield captured
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      buffer.seek(0)
+      captured.text = buffer.read().decode("utf-8", "replace")
 
 
 @contextlib.contextmanager

@@ -61,7 +61,8 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from mobilenet_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.prepare_process("mobilenet_jax.main")  # Huge pages, compilation cache.
-  console.configure()  # Before TensorFlow and Orbax are imported.
+  # Before TensorFlow and Orbax are imported; TensorFlow itself after validation.
+  console.configure(load_tensorflow=False)
   import jax  # pylint: disable=g-import-not-at-top
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
@@ -70,6 +71,7 @@ def main(argv):
   # after initialize(): reading the workdir's checkpoints starts JAX's backends).
   from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
   config_validation.validate(_CONFIG.value, _WORKDIR.value)
+  console.load_tensorflow_quietly()
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top

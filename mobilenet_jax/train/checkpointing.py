@@ -41,12 +41,14 @@ import logging
 import math
 import os
 import sys
+import time
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from mobilenet_jax import console
 from mobilenet_jax.errors import CheckpointError
 
 PyTree = Any
@@ -250,18 +252,37 @@ def _check_structure(manager: ocp.CheckpointManager, step: int, target: PyTree):
         f"builds: {'; '.join(problems[:5])}{more}.")
 
 
+# Fragments of the tracebacks that TensorStore's threads print, interleaved, when the
+# reads Orbax abandoned after one failed array finish and find its event loop closed.
+_ABANDONED_READ_NOISE = ("Event loop is closed", "Traceback (most recent call last)",
+                         "base_events.py", "_check_closed()")
+
+
+def _is_abandoned_read_noise(line: str) -> bool:
+  """A line of those tracebacks, or a fragment left between their interleaved lines."""
+  return (any(fragment in line for fragment in _ABANDONED_READ_NOISE)
+          or line.strip() in ("", ":", "RuntimeError", "RuntimeError:"))
+_ABANDONED_READ_DRAIN_S = 0.5  # Local reads still in flight finish well within this.
+
+
 def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
                    partial: bool = False) -> PyTree:
   """Restores the `state` item of `step` into the abstract `target`."""
-  try:
-    restored = manager.restore(step, args=ocp.args.Composite(**{
-        _STATE: ocp.args.PyTreeRestore(
-            item=target,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=partial)}))
+  reason = None
+  with console.stderr_captured() as captured:
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(**{
+          _STATE: ocp.args.PyTreeRestore(
+              item=target,
+              restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+              partial_restore=partial)}))
+    except Exception as error:  # pylint: disable=broad-except
+      reason = _reason(error)
+      time.sleep(_ABANDONED_READ_DRAIN_S)
+  if reason is None:
+    captured.replay()
     return restored[_STATE]
-  except Exception as error:  # pylint: disable=broad-except
-    reason = _reason(error)
+  captured.replay(drop=_is_abandoned_read_noise)
   # Outside the except block, so that the failed restore's frames are released.
   _collect_abandoned_reads()
   raise CorruptCheckpointError(
@@ -272,10 +293,11 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
 def _collect_abandoned_reads() -> None:
   """Quiets the reads Orbax abandons when one array of a restore fails.
 
-  Its other array reads are left as unfinished coroutines; garbage-collected later
-  (at the latest at exit), each would print an "Exception ignored in: <coroutine
-  ...>" traceback after our one-line error. From the first failed restore on, such
-  unraisable errors from Orbax go to the debug log; any other still prints.
+  Its other array reads are left as unfinished coroutines and futures; garbage-collected
+  later (at the latest at exit), each would print an "Exception ignored in: <coroutine
+  ...>" traceback or log "Task exception was never retrieved" after our one-line
+  error. From the first failed restore on, such errors from Orbax go to the debug log;
+  any other still prints.
   """
   if getattr(sys.unraisablehook, "_quiets_orbax", False):
     gc.collect()
@@ -290,7 +312,17 @@ def _collect_abandoned_reads() -> None:
 
   hook._quiets_orbax = True  # pylint: disable=protected-access
   sys.unraisablehook = hook
+  logging.getLogger("asyncio").addFilter(_AbandonedOrbaxFutures())
   gc.collect()
+
+
+class _AbandonedOrbaxFutures(logging.Filter):
+  """Drops asyncio's "... exception was never retrieved" records of Orbax reads."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    message = record.getMessage().lower()
+    return not ("exception was never retrieved" in message
+                and ("orbax" in message or "ocdbt" in message))
 
 
 class Checkpointer:
