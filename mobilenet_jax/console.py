@@ -14,11 +14,13 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Callable
+from typing import Callable, TypeVar
 import warnings
 
 from absl import flags
 from absl import logging as absl_logging
+
+T = TypeVar("T")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Loggers whose WARNINGs are deprecation notices about their own internals, not about
@@ -118,6 +120,18 @@ def stderr_captured():
       os.close(saved)
       buffer.seek(0)
       captured.text = buffer.read().decode("utf-8", "replace")
+
+
+def stderr_only_on_failure(fn: Callable[[], T]) -> T:
+  """`fn()`, with what it writes to stderr shown only if it raises."""
+  captured = None
+  try:
+    with stderr_captured() as captured:
+      return fn()
+  except BaseException:
+    if captured is not None:
+      captured.replay()
+    raise
 
 
 @contextlib.contextmanager

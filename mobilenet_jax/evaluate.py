@@ -67,11 +67,12 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
 @cli_main
 def main(argv):
   """The command-line program."""
+  # Re-executes itself for huge pages: first, so that nothing is imported twice.
+  runtime.prepare_process("mobilenet_jax.evaluate")  # Huge pages, compilation cache.
   console.configure()
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  runtime.prepare_process("mobilenet_jax.evaluate")  # Huge pages, compilation cache.
   m = run(FLAGS.workdir, FLAGS.step, FLAGS.ema, FLAGS.split, FLAGS.data_dir,
           FLAGS.batch_size)
   weights = "EMA weights" if FLAGS.ema else "weights"

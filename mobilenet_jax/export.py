@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 import jax
 import numpy as np
 
+from mobilenet_jax import console
 from mobilenet_jax import data
 from mobilenet_jax import models
 from mobilenet_jax import restore
@@ -119,7 +120,9 @@ def to_tflite(fn: Callable, image_size: int, input_kind: str = "float",
     if input_kind == "float":
       converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-  return converter.convert()
+  # The converter's C++ side logs a few lines per model to stderr ("Ignored
+  # output_format.", "fully_quantize: 0, ..."); they are shown only if it fails.
+  return console.stderr_only_on_failure(converter.convert)
 
 
 def eval_images(config, split: str | None = None, limit: int | None = None
@@ -318,6 +321,7 @@ def format_report(rows: list[dict], note: str) -> str:
 def main(argv):
   """The command-line program."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  console.configure()  # Quiet TensorFlow, Orbax and TFDS, as in the other tools.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   f = _FLAGS

@@ -69,12 +69,13 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
 @cli_main
 def main(argv):
   """The command-line program."""
+  # Re-executes itself for huge pages: first, so that nothing is imported twice.
+  runtime.prepare_process("mobilenet_jax.predict")  # Huge pages, compilation cache.
   console.configure()
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give one or more image files.")
-  runtime.prepare_process("mobilenet_jax.predict")  # Huge pages, compilation cache.
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k={FLAGS.top_k} must be a positive integer.")
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,

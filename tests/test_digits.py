@@ -1,5 +1,6 @@
 """Acceptance: the default recipe on a small real image folder (scikit-learn's digits)
-evaluates as well as it trains, and fine-tuning its backbone to new classes works."""
+evaluates as well as it trains, fine-tuning its backbone to new classes works, and its
+int8 TFLite export agrees with the float model on the held-out images."""
 
 import json
 import os
@@ -78,3 +79,29 @@ def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_pa
   _, after, _ = mobilenet_jax.load(str(tmp_path))
   h.assert_trees_equal(after["params"]["block13"], before["params"]["block13"])
   h.assert_trees_equal(after["batch_stats"], before["batch_stats"])
+
+
+def test_int8_tflite_agrees_on_the_held_out_split(pretrained, tmp_path):
+  """Full-integer int8 TFLite, calibrated on 200 training images, against the float
+  TFLite model on the 359 held-out images of this briefly trained run: the same top-1
+  on >= 95% of them (98.1% measured), and nearly the same accuracy."""
+  pytest.importorskip("ai_edge_litert")
+  from mobilenet_jax import export  # pylint: disable=g-import-not-at-top
+  workdir, results = pretrained
+  float_model = export.TFLiteModel(export.export(workdir, "tflite",
+                                                 str(tmp_path / "float.tflite")))
+  int8_model = export.TFLiteModel(export.export(
+      workdir, "tflite", str(tmp_path / "int8.tflite"), quantize="int8",
+      num_calibration=200))
+  _, _, config = mobilenet_jax.load(workdir)
+  images, labels = map(np.concatenate, zip(*export.eval_images(config)))
+  assert len(labels) == 359 and config.data.eval_split == "val"
+  float_top1 = float_model(images).argmax(-1)
+  int8_top1 = int8_model(images).argmax(-1)
+  agreement = np.mean(int8_top1 == float_top1)
+  print(f"digits val: float top-1 {np.mean(float_top1 == labels):.3f}, int8 "
+        f"{np.mean(int8_top1 == labels):.3f}, agreement {agreement:.3f}")
+  assert agreement >= 0.95, agreement
+  np.testing.assert_allclose(np.mean(float_top1 == labels),
+                             results["final"]["raw"]["top1"], atol=0.01)
+  assert np.mean(int8_top1 == labels) > np.mean(float_top1 == labels) - 0.03

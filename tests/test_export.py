@@ -84,7 +84,9 @@ def test_tflite_float_matches_jax_with_mobile_ops(jax_model, tflite_float):
 
 
 def test_int8_agrees_with_float_on_the_eval_split(run, tflite_float, tmp_path):
-  """Full-integer int8, calibrated on the train split: same top-1 on >= 95%."""
+  """Full-integer int8, calibrated on the train split: same top-1 on >= 95% of the
+  images this run recognizes (its train split; the held-out agreement of a run that
+  generalizes is tests/test_digits.py's)."""
   path = export.export(run, "tflite", str(tmp_path / "int8.tflite"), quantize="int8",
                        num_calibration=200)
   int8 = export.TFLiteModel(path)

@@ -159,8 +159,8 @@ def eval_dataset(data_config, global_batch_size: int, split: str | None = None,
   ds = source.records(local_split).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.filter(lambda ex: ex["ok"])
   ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "ok"})
-  if data_config.cache:
-    ds = ds.cache()
+  # No `data.cache` here: every evaluation builds this dataset anew, so a cache would
+  # never be read back (and TF warns when `take` leaves one partly filled).
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([size, size, 3], tf.float32),
       "label": tf.constant(0, tf.int32),

@@ -9,11 +9,14 @@ decode function that suits them. Nothing here downloads.
 from __future__ import annotations
 
 import abc
+import contextlib
 import fcntl
 import functools
+import io
 import os
 import random
 import re
+import time
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -281,9 +284,15 @@ def _generate_once(builder, name: str) -> None:
       if builder.is_prepared():
         return
       logging.info("Generating the built-in dataset %s in %s.", name, builder.data_dir)
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(
-              try_download_gcs=False,
-              compute_stats=tfds.download.ComputeStatsMode.SKIP))
+      start = time.time()
+      # TFDS prints "Downloading and preparing dataset ..." to stdout: nothing is
+      # downloaded, so our own two lines say what happens instead.
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                try_download_gcs=False,
+                compute_stats=tfds.download.ComputeStatsMode.SKIP))
+      logging.info("Generated %s in %.0f s; later runs reuse it.", name,
+                   time.time() - start)
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)

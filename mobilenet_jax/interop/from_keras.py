@@ -364,6 +364,8 @@ def build_keras_model(arch: str, width: float, res: int, weights_file: str | Non
 def main(argv):
   """The command-line program."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax import console  # pylint: disable=g-import-not-at-top
+  console.configure()  # Quiet TensorFlow, Orbax and TFDS, as in the other tools.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   f = _FLAGS
