@@ -77,3 +77,28 @@ def test_default_console_is_short_and_quiet(shapes_tiny_dir, tmp_path):
   assert not [l for l in err + out if "train/loss=" in l]  # No metric twice.
   assert out[-1].startswith("Final test top-1 ")
   assert len(out) + len(err) < 20, "\n".join(err + out)
+
+
+def test_stderr_shown_only_on_failure(capfd):
+  """C-level writes to fd 2 (as TFLite's converter makes) are held back; a failure
+  shows them, with the exception."""
+
+  def chatty(fail):
+    os.write(2, b"converter chatter\n")
+    if fail:
+      raise RuntimeError("conversion failed")
+    return 7
+
+  assert console.stderr_only_on_failure(lambda: chatty(False)) == 7
+  assert "converter chatter" not in capfd.readouterr().err
+  with pytest.raises(RuntimeError, match="conversion failed"):
+    console.stderr_only_on_failure(lambda: chatty(True))
+  assert "converter chatter" in capfd.readouterr().err
+
+
+def test_captured_stderr_replays_all_but_dropped_lines(capfd):
+  with console.stderr_captured() as captured:
+    os.write(2, b"keep me\nRuntimeError: Event loop is closed\nand me\n")
+  assert capfd.readouterr().err == ""
+  captured.replay(drop=lambda line: "Event loop" in line)
+  assert capfd.readouterr().err == "keep me\nand me\n"

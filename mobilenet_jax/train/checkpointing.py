@@ -256,13 +256,13 @@ def _check_structure(manager: ocp.CheckpointManager, step: int, target: PyTree):
 # reads Orbax abandoned after one failed array finish and find its event loop closed.
 _ABANDONED_READ_NOISE = ("Event loop is closed", "Traceback (most recent call last)",
                          "base_events.py", "_check_closed()")
+_ABANDONED_READ_DRAIN_S = 0.5  # Local reads still in flight finish well within this.
 
 
 def _is_abandoned_read_noise(line: str) -> bool:
   """A line of those tracebacks, or a fragment left between their interleaved lines."""
   return (any(fragment in line for fragment in _ABANDONED_READ_NOISE)
           or line.strip() in ("", ":", "RuntimeError", "RuntimeError:"))
-_ABANDONED_READ_DRAIN_S = 0.5  # Local reads still in flight finish well within this.
 
 
 def _restore_state(manager: ocp.CheckpointManager, step: int, target: PyTree,
