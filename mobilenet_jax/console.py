@@ -30,10 +30,9 @@ _NOISY_WARNING_LOGGERS = ("tensorflow",)
 
 # Warnings about what this package does on purpose: checkpoints between evaluations
 # carry no metrics (the latest-N policy keeps them, the best-of policy ignores them);
-# evaluation and config checks open the checkpoints read-only; TFDS looks into the
-# built-in dataset's folder while it is still being generated.
+# TFDS looks into the built-in dataset's folder while it is still being generated.
 _EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",
-                      "Given directory is read only", "Variant folder ")
+                      "Variant folder ")
 
 
 class _OwnInfoOnly(logging.Filter):

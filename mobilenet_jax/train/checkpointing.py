@@ -165,13 +165,27 @@ def _state_handler() -> ocp.PyTreeCheckpointHandler:
   return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
+class _ReadOnlyByChoice(logging.Filter):
+  """Drops Orbax's "Given directory is read only" warning: we asked for read-only."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Given directory is read only")
+
+
 def _manager(workdir: str, config=None, read_only: bool = False
              ) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      checkpoint_dir(workdir),
-      options=_options(config, read_only),
-      item_handlers={_STATE: _state_handler(),
-                     _META: ocp.JsonCheckpointHandler()})
+  quiet = _ReadOnlyByChoice()
+  absl_logger = logging.getLogger("absl")  # Orbax logs through absl.
+  if read_only:  # Also for library users (load(), evaluate()), who set up no console.
+    absl_logger.addFilter(quiet)
+  try:
+    return ocp.CheckpointManager(
+        checkpoint_dir(workdir),
+        options=_options(config, read_only),
+        item_handlers={_STATE: _state_handler(),
+                       _META: ocp.JsonCheckpointHandler()})
+  finally:
+    absl_logger.removeFilter(quiet)
 
 
 def _step_path(manager: ocp.CheckpointManager, step: int) -> str:
