@@ -6,9 +6,8 @@ It needs no download: `download_and_prepare()` renders it with numpy and PIL (se
 so every generation is identical) and writes it as an ordinary TFDS dataset. Bumping
 `VERSION` is the only thing that makes TFDS regenerate the files.
 
-Configs: `shapes10` (= `shapes10/default`: 1,000 train and 200 test images per class),
-`shapes10/small` (100 and 20 per class: a model that generalizes, in a test) and
-`shapes10/tiny` (20 and 7 per class, for tests).
+Configs: `shapes10` (= `shapes10/default`: 1,000 train and 200 test images per class)
+and `shapes10/tiny` (20 and 7 per class, for tests).
 
 To build it with the TFDS CLI:
   tfds build shapes10 --imports=mobilenet_jax.data.builtin_shapes --data_dir=DIR
@@ -51,8 +50,6 @@ class Shapes10(tfds.core.GeneratorBasedBuilder):
   }
   BUILDER_CONFIGS = [
       Shapes10Config(name="default", description="1,000 train / 200 test per class."),
-      Shapes10Config(name="small", description="100 train / 20 test per class (tests).",
-                     train_per_class=100, test_per_class=20),
       Shapes10Config(name="tiny", description="20 train / 7 test per class (tests).",
                      train_per_class=20, test_per_class=7),
   ]
