@@ -144,21 +144,36 @@ def test_fast_model_equals_reference_model(module):
                fast_grads, ref_grads)
 
 
+@pytest.mark.parametrize("activation", ["relu6", "relu", None])
 @pytest.mark.parametrize("shape", [(1, 4, 5, 3, 6), (2, 3, 4, 4, 5)])  # 1 and 2 groups.
-def test_batch_norm_backward_equals_autodiff(shape):
-  # normalize_by_batch's hand-written VJP against autodiff of the same two-pass
-  # statistics, with cotangents on all three outputs (y and the running-average
-  # inputs mean and var).
-  x = 3.0 * jax.random.normal(jax.random.key(0), shape) + 1.0
+def test_batch_norm_backward_equals_autodiff(shape, activation):
+  # batch_norm_train's hand-written VJP against autodiff of the same two-pass
+  # statistics, affine and activation, with cotangents on all three outputs (the
+  # activation and the running-average inputs mean and var) and gradients for x,
+  # scale and bias. The input's spread puts pre-activations on both sides of 0 and 6.
+  x = 4.0 * jax.random.normal(jax.random.key(0), shape) + 1.0
+  channels = shape[-1]
+  scale = 1.0 + jax.random.normal(jax.random.key(5), (channels,))
+  bias = 2.0 * jax.random.normal(jax.random.key(6), (channels,))
 
-  def reference(a):
+  def reference(a, s, b):
     mean, var = layers._moments(a)  # pylint: disable=protected-access
-    return (a - mean) * jax.lax.rsqrt(var + 1e-3), mean, var
+    y = (a - mean) * jax.lax.rsqrt(var + 1e-3) * s + b
+    return (layers.ACTIVATIONS[activation](y) if activation else y), mean, var
 
-  outputs = jax.eval_shape(reference, x)
+  fused = lambda a, s, b: layers.batch_norm_train(a, s, b, 1e-3, activation)
+  outputs = jax.eval_shape(reference, x, scale, bias)
   cotangents = tuple(jax.random.normal(jax.random.key(i), o.shape)
                      for i, o in enumerate(outputs, start=1))
-  expected_out, expected_vjp = jax.vjp(reference, x)
-  actual_out, actual_vjp = jax.vjp(lambda a: layers.normalize_by_batch(a, 1e-3), x)
+  expected_out, expected_vjp = jax.vjp(reference, x, scale, bias)
+  actual_out, actual_vjp = jax.vjp(fused, x, scale, bias)
   _assert_close(actual_out, expected_out, jnp.float32)
   _assert_close(actual_vjp(cotangents), expected_vjp(cotangents), jnp.float32)
+
+
+def test_batch_norm_train_keeps_bfloat16_in_and_out():
+  x = jax.random.normal(jax.random.key(0), (1, 4, 3, 3, 2)).astype(jnp.bfloat16)
+  ones = jnp.ones((2,))
+  out, vjp = jax.vjp(lambda a: layers.batch_norm_train(a, ones, ones, 1e-3, "relu6")[0], x)
+  (dx,) = vjp(jnp.ones_like(out))
+  assert out.dtype == dx.dtype == jnp.bfloat16

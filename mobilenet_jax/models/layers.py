@@ -34,47 +34,77 @@ def _moments(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, jnp.square(x - mean).mean(axes, keepdims=True)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def normalize_by_batch(x: jax.Array, epsilon: float):
-  """((x - mean) / sqrt(var + epsilon), mean, var), statistics per group and channel.
+# d activation / d input as a 0/1 mask of the pre-activation (jax.nn's convention: the
+# gradient is 0 at the kinks).
+_ACTIVATION_MASKS: dict[str | None, Callable[[jax.Array], jax.Array]] = {
+    "relu6": lambda a: (a > 0) & (a < 6),
+    "relu": lambda a: a > 0,
+    None: lambda a: jnp.ones_like(a, bool),
+}
 
-  `x` is float32 [groups, ...pixels..., C]. The hand-written backward is the textbook
-  BatchNorm gradient: two reductions and one elementwise pass over x, where autodiff
-  of the two-pass variance makes several more full-size passes (XLA:CPU spends about
-  a quarter of a MobileNet train step on BatchNorm). Tested equal to autodiff.
+
+def _activate(a: jax.Array, activation: str | None) -> jax.Array:
+  return ACTIVATIONS[activation](a) if activation else a
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+                     activation: str | None):
+  """activation((x - mean) / sqrt(var + epsilon) * scale + bias), and mean and var.
+
+  `x` is [groups, ...pixels..., C] in any float dtype; statistics are float32, per
+  group and channel; the output has x's dtype. One hand-written VJP covers the
+  normalization, the affine and the activation: autodiff of the three as separate
+  functions computes the two reductions over the incoming gradient twice (once for
+  the scale gradient, once for BatchNorm's) and writes the normalized input as an extra
+  full-size array, while here the backward is two reductions and one elementwise pass
+  over x (XLA:CPU spent about a quarter of a MobileNet train step on BatchNorm).
+  Tested equal to autodiff.
   """
-  mean, var = _moments(x)
-  return (x - mean) * jax.lax.rsqrt(var + epsilon), mean, var
+  out, mean, var, _ = _batch_norm_forward(x, scale, bias, epsilon, activation)
+  return out, mean, var
 
 
-def _normalize_fwd(x, epsilon):
-  mean, var = _moments(x)
+def _batch_norm_forward(x, scale, bias, epsilon, activation):
+  x32 = x.astype(jnp.float32)
+  mean, var = _moments(x32)
   inv = jax.lax.rsqrt(var + epsilon)
-  return ((x - mean) * inv, mean, var), (x, mean, inv)
+  out = _activate((x32 - mean) * (inv * scale) + bias, activation).astype(x.dtype)
+  return out, mean, var, inv
 
 
-def _normalize_bwd(epsilon, residuals, cotangents):
+def _batch_norm_fwd(x, scale, bias, epsilon, activation):
+  out, mean, var, inv = _batch_norm_forward(x, scale, bias, epsilon, activation)
+  return (out, mean, var), (x, mean, inv, scale, bias)
+
+
+def _batch_norm_bwd(epsilon, activation, residuals, cotangents):
   del epsilon
-  x, mean, inv = residuals
-  g_y, g_mean, g_var = cotangents
+  x, mean, inv, scale, bias = residuals
+  g_out, g_mean, g_var = cotangents
   axes = tuple(range(1, x.ndim - 1))
   count = math.prod(x.shape[1:-1])
-  centered = x - mean
-  y = centered * inv
-  g_y_mean = g_y.mean(axes, keepdims=True)
-  g_y_y_mean = (g_y * y).mean(axes, keepdims=True)
-  # d/dx of y, and of the mean and variance outputs (used by the running averages,
-  # which a loss may also read).
-  dx = (inv * (g_y - g_y_mean - y * g_y_y_mean) + g_mean / count
-        + g_var * (2.0 / count) * centered)
-  return (dx,)
+  centered = x.astype(jnp.float32) - mean
+  normalized = centered * inv
+  mask = _ACTIVATION_MASKS[activation](normalized * scale + bias)
+  g = jnp.where(mask, g_out.astype(jnp.float32), 0.0)  # d loss / d pre-activation
+  g_sum = g.sum(axes, keepdims=True)  # per group: d bias
+  g_normalized_sum = (g * normalized).sum(axes, keepdims=True)  # per group: d scale
+  # d/dx of the output, and of the mean and variance outputs (read by the running
+  # averages, which a loss may also read).
+  dx = (scale * inv * (g - (g_sum + normalized * g_normalized_sum) / count)
+        + g_mean / count + g_var * (2.0 / count) * centered)
+  channel_total = lambda a: a.reshape(-1, a.shape[-1]).sum(0)
+  return (dx.astype(x.dtype), channel_total(g_normalized_sum).astype(scale.dtype),
+          channel_total(g_sum).astype(bias.dtype))
 
 
-normalize_by_batch.defvjp(_normalize_fwd, _normalize_bwd)
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nn.Module):
-  """BatchNorm whose statistics come from the whole batch or from groups of it.
+  """BatchNorm whose statistics come from the whole batch or from groups of it, then
+  the activation (if any) of the layer it ends.
 
   `group_size=0` normalizes over the whole (global, when sharded) batch. A positive
   `group_size` normalizes each consecutive group of that many examples by its own
@@ -82,7 +112,9 @@ class BatchNorm(nn.Module):
   averages then track the mean of the group statistics. Statistics are computed in
   float32 whatever the compute dtype. `frozen` normalizes with the running statistics
   (and leaves them alone) in training too, as Keras' transfer recipe runs a frozen
-  base model with `training=False`.
+  base model with `training=False`. The activation lives here so that training runs
+  normalization, affine and activation as one function with one VJP
+  (`batch_norm_train`).
   """
 
   momentum: float = 0.99
@@ -90,6 +122,7 @@ class BatchNorm(nn.Module):
   group_size: int = 0
   dtype: Any = jnp.float32
   frozen: bool = False
+  activation: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool) -> jax.Array:
@@ -103,23 +136,22 @@ class BatchNorm(nn.Module):
     if use_running_average or self.frozen:
       mean, var = running_mean.value, running_var.value
       y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
-    else:
-      batch = x.shape[0]
-      group = self.group_size or batch
-      if batch % group:
-        raise ValueError(
-            f"BatchNorm group size {group} does not divide the batch of {batch}.")
-      grouped = x.astype(jnp.float32).reshape((batch // group, group) + x.shape[1:])
-      y, mean, var = normalize_by_batch(grouped, self.epsilon)
-      y = y.reshape(x.shape)
-      if not self.is_initializing():
-        batch_mean = mean.reshape(-1, channels).mean(0)
-        batch_var = var.reshape(-1, channels).mean(0)
-        running_mean.value = (self.momentum * running_mean.value
-                              + (1 - self.momentum) * batch_mean)
-        running_var.value = (self.momentum * running_var.value
-                             + (1 - self.momentum) * batch_var)
-    return (y * scale + bias).astype(self.dtype)
+      return _activate(y * scale + bias, self.activation).astype(self.dtype)
+    batch = x.shape[0]
+    group = self.group_size or batch
+    if batch % group:
+      raise ValueError(
+          f"BatchNorm group size {group} does not divide the batch of {batch}.")
+    grouped = x.reshape((batch // group, group) + x.shape[1:])
+    y, mean, var = batch_norm_train(grouped, scale, bias, self.epsilon, self.activation)
+    if not self.is_initializing():
+      batch_mean = mean.reshape(-1, channels).mean(0)
+      batch_var = var.reshape(-1, channels).mean(0)
+      running_mean.value = (self.momentum * running_mean.value
+                            + (1 - self.momentum) * batch_mean)
+      running_var.value = (self.momentum * running_var.value
+                           + (1 - self.momentum) * batch_var)
+    return y.reshape(x.shape).astype(self.dtype)
 
 
 # How a 1x1 convolution is computed (`config.model.pointwise_impl`): "xla" is XLA's
@@ -146,8 +178,20 @@ _POINTWISE_SCAN_IMAGES = 4
 
 
 def _contract(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
-  """dot_general of `a` and `b` over one axis of each (a's last by default)."""
+  """dot_general of `a` and `b` over a's last axis and one axis of b."""
   return jax.lax.dot_general(a, b, (((a.ndim - 1,), (axis,)), ((), ())))
+
+
+def _scan_chunks(a: jax.Array) -> jax.Array:
+  """a [N, ..., C] as [N / chunk, chunk * pixels, C], the kernel-gradient scan's view.
+
+  Every product of pointwise_dot reads its operands through this one view: XLA:CPU
+  fuses a reshape into the elementwise op that produces the array, so two views of
+  one array would have the producer (a BatchNorm) computed and written twice.
+  """
+  n = a.shape[0]
+  chunk = next(d for d in (_POINTWISE_SCAN_IMAGES, 2, 1) if n % d == 0)
+  return a.reshape(n // chunk, -1, a.shape[-1])
 
 
 @jax.custom_vjp
@@ -157,20 +201,18 @@ def pointwise_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
   Hand-written backward: dx = g kernel^T; dkernel accumulated in float32 over chunks
   of images inside a lax.scan (see _POINTWISE_SCAN_IMAGES). Reverse mode only.
   """
-  return _contract(x, kernel, 0)
+  return _pointwise_fwd(x, kernel)[0]
 
 
 def _pointwise_fwd(x, kernel):
-  return _contract(x, kernel, 0), (x, kernel)
+  out = _contract(_scan_chunks(x), kernel, 0)
+  return out.reshape(x.shape[:-1] + kernel.shape[1:]), (x, kernel)
 
 
 def _pointwise_bwd(residuals, g):
   x, kernel = residuals
-  dx = _contract(g, kernel, 1).astype(x.dtype)
-  n = x.shape[0]
-  chunk = next(d for d in (_POINTWISE_SCAN_IMAGES, 2, 1) if n % d == 0)
-  xs = x.reshape(n // chunk, -1, x.shape[-1])
-  gs = g.reshape(n // chunk, -1, g.shape[-1])
+  xs, gs = _scan_chunks(x), _scan_chunks(g)
+  dx = _contract(gs, kernel, 1).reshape(x.shape).astype(x.dtype)
 
   def step(total, chunk_xg):
     x_c, g_c = chunk_xg
@@ -224,8 +266,8 @@ class ConvBN(nn.Module):
                   strides=self.strides, padding="SAME", use_bias=False,
                   kernel_init=KERNEL_INIT, dtype=self.dtype, param_dtype=jnp.float32,
                   name="conv")(x)
-    x = self.norm(dtype=self.dtype, name="bn")(x, use_running_average=not train)
-    return ACTIVATIONS[self.activation](x) if self.activation else x
+    return self.norm(dtype=self.dtype, activation=self.activation, name="bn")(
+        x, use_running_average=not train)
 
 
 class DepthwiseBN(nn.Module):
@@ -241,8 +283,8 @@ class DepthwiseBN(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = DepthwiseConv(3, self.strides, impl=self.depthwise_impl, dtype=self.dtype,
                       kernel_init=KERNEL_INIT, name="depthwise")(x)
-    x = self.norm(dtype=self.dtype, name="bn")(x, use_running_average=not train)
-    return ACTIVATIONS[self.activation](x)
+    return self.norm(dtype=self.dtype, activation=self.activation, name="bn")(
+        x, use_running_average=not train)
 
 
 class DepthwiseSeparable(nn.Module):
