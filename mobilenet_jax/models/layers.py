@@ -170,7 +170,7 @@ def resolve_pointwise_impl(name: str, backend: str | None = None) -> str:
                                            "dot", "xla", backend)
 
 
-# Images per step of the kernel-gradient scan (as in depthwise.py): XLA:CPU computes
+# Images per step of the kernel-gradient loop (as in depthwise.py): XLA:CPU computes
 # x^T g over the whole batch by first writing g transposed, a strided pass as slow as
 # the product; a few images' worth stays in cache. fwd+bwd of a 1x1 + BatchNorm +
 # ReLU6 block at [32,64,64,32]->64: 1.4 s -> 0.8 s (load 12), no change at 8x8x512.
@@ -182,16 +182,9 @@ def _contract(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
   return jax.lax.dot_general(a, b, (((a.ndim - 1,), (axis,)), ((), ())))
 
 
-def _scan_chunks(a: jax.Array) -> jax.Array:
-  """a [N, ..., C] as [N / chunk, chunk * pixels, C], the kernel-gradient scan's view.
-
-  Every product of pointwise_dot reads its operands through this one view: XLA:CPU
-  fuses a reshape into the elementwise op that produces the array, so two views of
-  one array would have the producer (a BatchNorm) computed and written twice.
-  """
-  n = a.shape[0]
-  chunk = next(d for d in (_POINTWISE_SCAN_IMAGES, 2, 1) if n % d == 0)
-  return a.reshape(n // chunk, -1, a.shape[-1])
+def _chunk_rows(n: int, pixels: int) -> int:
+  """Rows (pixels of whole images) per step of the kernel-gradient loop."""
+  return next(d for d in (_POINTWISE_SCAN_IMAGES, 2, 1) if n % d == 0) * pixels
 
 
 @jax.custom_vjp
@@ -199,27 +192,33 @@ def pointwise_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x [N, ..., C_in] times kernel [C_in, C_out]: a 1x1 convolution as a matrix product.
 
   Hand-written backward: dx = g kernel^T; dkernel accumulated in float32 over chunks
-  of images inside a lax.scan (see _POINTWISE_SCAN_IMAGES). Reverse mode only.
+  of images in a loop (see _POINTWISE_SCAN_IMAGES). Reverse mode only. Every product
+  reads x and g as the same [pixels, C] matrix: XLA:CPU fuses a reshape into the
+  elementwise op that produces an array, so a second view of x (a [chunks, rows, C]
+  for lax.scan) had the BatchNorm before it computed and written twice.
   """
   return _pointwise_fwd(x, kernel)[0]
 
 
 def _pointwise_fwd(x, kernel):
-  out = _contract(_scan_chunks(x), kernel, 0)
+  out = _contract(x.reshape(-1, x.shape[-1]), kernel, 0)
   return out.reshape(x.shape[:-1] + kernel.shape[1:]), (x, kernel)
 
 
 def _pointwise_bwd(residuals, g):
   x, kernel = residuals
-  xs, gs = _scan_chunks(x), _scan_chunks(g)
-  dx = _contract(gs, kernel, 1).reshape(x.shape).astype(x.dtype)
+  x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+  dx = _contract(g2, kernel, 1).reshape(x.shape).astype(x.dtype)
+  rows = _chunk_rows(x.shape[0], x2.shape[0] // x.shape[0])
 
-  def step(total, chunk_xg):
-    x_c, g_c = chunk_xg
+  def add_chunk(i, total):
+    x_c = jax.lax.dynamic_slice_in_dim(x2, i * rows, rows)
+    g_c = jax.lax.dynamic_slice_in_dim(g2, i * rows, rows)
     return total + jax.lax.dot_general(
-        x_c, g_c, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32), None
+        x_c, g_c, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
-  dk, _ = jax.lax.scan(step, jnp.zeros(kernel.shape, jnp.float32), (xs, gs))
+  dk = jax.lax.fori_loop(0, x2.shape[0] // rows, add_chunk,
+                         jnp.zeros(kernel.shape, jnp.float32))
   return dx, dk.astype(kernel.dtype)
 
 
