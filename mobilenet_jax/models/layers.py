@@ -174,7 +174,7 @@ def resolve_pointwise_impl(name: str, backend: str | None = None) -> str:
 # x^T g over the whole batch by first writing g transposed, a strided pass as slow as
 # the product; a few images' worth stays in cache. fwd+bwd of a 1x1 + BatchNorm +
 # ReLU6 block at [32,64,64,32]->64: 1.4 s -> 0.8 s (load 12), no change at 8x8x512.
-_POINTWISE_SCAN_IMAGES = 4
+_POINTWISE_CHUNK_IMAGES = 4
 
 
 def _contract(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
@@ -184,7 +184,7 @@ def _contract(a: jax.Array, b: jax.Array, axis: int) -> jax.Array:
 
 def _chunk_rows(n: int, pixels: int) -> int:
   """Rows (pixels of whole images) per step of the kernel-gradient loop."""
-  return next(d for d in (_POINTWISE_SCAN_IMAGES, 2, 1) if n % d == 0) * pixels
+  return next(d for d in (_POINTWISE_CHUNK_IMAGES, 2, 1) if n % d == 0) * pixels
 
 
 @jax.custom_vjp
@@ -192,7 +192,7 @@ def pointwise_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x [N, ..., C_in] times kernel [C_in, C_out]: a 1x1 convolution as a matrix product.
 
   Hand-written backward: dx = g kernel^T; dkernel accumulated in float32 over chunks
-  of images in a loop (see _POINTWISE_SCAN_IMAGES). Reverse mode only. Every product
+  of images in a loop (see _POINTWISE_CHUNK_IMAGES). Reverse mode only. Every product
   reads x and g as the same [pixels, C] matrix: XLA:CPU fuses a reshape into the
   elementwise op that produces an array, so a second view of x (a [chunks, rows, C]
   for lax.scan) had the BatchNorm before it computed and written twice.
