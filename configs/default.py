@@ -9,9 +9,9 @@ seeds 0-2 give 94.5-96.5% (93.7-97.6% with the previous code; README), with grad
 clipping and the BatchNorm momentum chosen from the run length (93.9% before them, one
 seed). Keeps the paper's EMA and weight decay off the depthwise kernels, but uses SGD
 momentum with a cosine decay, which learn this short run faster than TF1-style RMSprop
-with staircase decay. The same
-recipe on scikit-learn's digits as an image folder (tests/test_digits.py) reaches 94%
-eval top-1 in 528 steps. For a paper-size run, use configs/mobilenet_v1.py.
+with staircase decay. The same recipe on scikit-learn's digits as an image folder
+(tests/test_digits.py) reaches 94% eval top-1 in 528 steps. For a paper-size run, use
+configs/mobilenet_v1.py.
 """
 
 from configs import common
