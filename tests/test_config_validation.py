@@ -123,3 +123,13 @@ def test_config_arguments_are_typed(arg, match):
 def test_given_args():
   assert common.given_args("runlocal, width=0.5,,") == {"runlocal", "width"}
   assert common.given_args(None) == set()
+
+
+def test_batch_larger_than_the_train_split_names_a_batch_that_fits():
+  # Imported here: trainer brings in the data pipeline, which the other tests skip.
+  from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  config = mobilenet_v1.get_config("num_classes=5")  # global batch 1024
+  with pytest.raises(ConfigError, match=r"\(600 examples\).*--config.global_batch_size=32 "):
+    trainer.total_train_steps(config, 600)
+  config.global_batch_size = 32
+  assert trainer.total_train_steps(config, 600)[0] == 18

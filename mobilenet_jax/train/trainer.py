@@ -36,10 +36,17 @@ def total_train_steps(config, num_train_examples: int) -> tuple[int, int]:
   if steps_per_epoch < 1:
     raise ConfigError(
         f"global_batch_size={config.global_batch_size} is larger than the train split "
-        f"({num_train_examples} examples).")
+        f"({num_train_examples} examples): lower it, e.g. "
+        f"--config.global_batch_size={_suggested_batch(num_train_examples)} (or "
+        f"batch= in the config argument).")
   if config.num_train_steps > 0:
     return steps_per_epoch, config.num_train_steps
   return steps_per_epoch, max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
+
+
+def _suggested_batch(num_train_examples: int) -> int:
+  """The largest power of two that gives at least ten steps per epoch (at least 1)."""
+  return max(1, 2 ** int(math.log2(max(1, num_train_examples // 10))))
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
