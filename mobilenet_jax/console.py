@@ -108,16 +108,11 @@ def stderr_captured():
   afterwards what to `replay` of it. Nothing is lost if the block raises.
   """
   captured = CapturedStderr()
-  sys.stderr.flush()
-  saved = os.dup(2)
   with tempfile.TemporaryFile(mode="w+b") as buffer:
-    os.dup2(buffer.fileno(), 2)
     try:
-      yield captured
+      with _stderr_pointed_at(buffer.fileno()):
+        yield captured
     finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
       buffer.seek(0)
       captured.text = buffer.read().decode("utf-8", "replace")
 
@@ -135,16 +130,27 @@ def stderr_only_on_failure(fn: Callable[[], T]) -> T:
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
-  """Points file descriptor 2 at /dev/null for the block (C++ writes included)."""
+def _stderr_pointed_at(fd: int):
+  """Points file descriptor 2 at `fd` for the block (C++ writes included)."""
   sys.stderr.flush()
-  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  saved = os.dup(2)
+  os.dup2(fd, 2)
   try:
-    os.dup2(devnull, 2)
     yield
   finally:
+    sys.stderr.flush()
     os.dup2(saved, 2)
     os.close(saved)
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+  """Points file descriptor 2 at /dev/null for the block."""
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    with _stderr_pointed_at(devnull):
+      yield
+  finally:
     os.close(devnull)
 
 
