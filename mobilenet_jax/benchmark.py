@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 from mobilenet_jax import models, runtime
-from mobilenet_jax.models import depthwise_ffi
+from mobilenet_jax.models import cpu_kernels
 from mobilenet_jax.models.depthwise import resolve_impl
 from mobilenet_jax.models.layers import resolve_pointwise_impl
 
@@ -184,9 +184,9 @@ def describe(config, batch: int, steps: int) -> dict:
       "batch": batch,
       "steps": steps,
       "depthwise_impl": resolve_impl(config.model.get("depthwise_impl", "auto")),
-      # Whether "ffi" runs the C++ kernel (else its shift_vjp fallback).
-      "depthwise_cpu_kernel": (jax.default_backend() == "cpu"
-                               and depthwise_ffi.available()),
+      # Whether the C++ kernels run (depthwise "ffi", BatchNorm's reductions), else
+      # their pure-JAX fallbacks.
+      "cpu_kernels": jax.default_backend() == "cpu" and cpu_kernels.available(),
       "pointwise_impl": resolve_pointwise_impl(config.model.get("pointwise_impl", "auto")),
       "dtype": config.model.get("dtype", "float32"),
       "backend": jax.default_backend(),
@@ -218,7 +218,7 @@ def format_report(result: dict) -> str:
   info = result["setup"]
   lines = [f"{info['model']} width={info['width']} res={info['resolution']} "
            f"batch={info['batch']} depthwise={info['depthwise_impl']} "
-           f"(C++ kernel: {info.get('depthwise_cpu_kernel')}) "
+           f"(C++ kernels: {info.get('cpu_kernels')}) "
            f"pointwise={info['pointwise_impl']} backend={info['backend']} "
            f"load(1m)={info['load_avg_1m_at_start']}->{info.get('load_avg_1m_at_end')}"]
   keys = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",

@@ -15,10 +15,10 @@ def pytest_configure(config):  # pylint: disable=unused-argument
   global _test_cache_dir
   _test_cache_dir = tempfile.mkdtemp(prefix="mobilenet_jax_test_cache_")
   os.environ[_CACHE_ENV] = _test_cache_dir
-  # Build the C++ depthwise kernel into it once, now, rather than inside the first
-  # training subprocess (where the build would count against that test's timeouts).
-  from mobilenet_jax.models import depthwise_ffi  # pylint: disable=g-import-not-at-top
-  depthwise_ffi.available()
+  # Build the C++ kernels into it once, now, rather than inside the first training
+  # subprocess (where the build would count against that test's timeouts).
+  from mobilenet_jax.models import cpu_kernels  # pylint: disable=g-import-not-at-top
+  cpu_kernels.available()
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

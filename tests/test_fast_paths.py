@@ -1,8 +1,9 @@
-"""Every fast formulation of the depthwise and 1x1 convolutions equals the reference.
+"""Every fast formulation of the depthwise and 1x1 convolutions and of BatchNorm equals
+the reference.
 
-The reference is XLA's convolution (grouped for depthwise, nn.Conv for 1x1); each
-alternative must match it in values and in gradients with respect to the input and
-the kernel, at strides 1 and 2 and at odd and even sizes.
+The reference is XLA's convolution (grouped for depthwise, nn.Conv for 1x1) and
+autodiff of two-pass BatchNorm; each alternative must match it in values and in
+gradients, at strides 1 and 2 and at odd and even sizes.
 """
 
 import os
@@ -17,7 +18,7 @@ import pytest
 from configs import mobilenet_v1, mobilenet_v2
 from mobilenet_jax import models
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.models import depthwise, depthwise_ffi, layers
+from mobilenet_jax.models import cpu_kernels, depthwise, layers
 from mobilenet_jax.models.layers import PointwiseConv, resolve_pointwise_impl
 
 FAST_DEPTHWISE = [name for name in depthwise.IMPLEMENTATIONS if name != "xla"]
@@ -72,19 +73,24 @@ def test_hand_written_backward_any_batch_and_kernel_size(impl, batch, strides, k
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "c++") is None,
                     reason="no C++ compiler: the ffi implementation falls back")
-def test_ffi_runs_the_cpu_kernel_where_a_compiler_exists():
-  # Else the equality tests above would only test the shift_vjp fallback.
-  assert depthwise_ffi.available()
+def test_the_cpu_kernels_run_where_a_compiler_exists():
+  # Else the equality tests here would only test the pure-JAX fallbacks.
+  assert cpu_kernels.available()
   x = jnp.ones((2, 8, 8, 4))
   kernel = jnp.ones((3, 3, 1, 4))
-  grad = jax.jit(jax.value_and_grad(
-      lambda a: depthwise.depthwise_conv(a, kernel, 1, "ffi").sum()))
-  text = grad.lower(x).compile().as_text()
-  assert "mobilenet_depthwise_forward" in text and "mobilenet_depthwise_backward" in text
+  ones = jnp.ones((4,))
+
+  def loss(a):
+    y = depthwise.depthwise_conv(a, kernel, 1, "ffi")
+    return layers.batch_norm_train(y[None], ones, ones, 1e-3, "relu6")[0].sum()
+
+  text = jax.jit(jax.value_and_grad(loss)).lower(x).compile().as_text()
+  for target in cpu_kernels.TARGETS:
+    assert target in text
 
 
 def test_ffi_falls_back_without_the_kernel(monkeypatch):
-  monkeypatch.setattr(depthwise_ffi, "available", lambda: False)
+  monkeypatch.setattr(cpu_kernels, "available", lambda: False)
   x = jax.random.normal(jax.random.key(0), (2, 7, 8, 5))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5))
   fn = jax.jit(lambda a, b: depthwise.depthwise_conv(a, b, 2, "ffi"))
@@ -144,13 +150,22 @@ def test_fast_model_equals_reference_model(module):
                fast_grads, ref_grads)
 
 
+def _without_cpu_kernels(monkeypatch, kernels):
+  if not kernels:
+    monkeypatch.setattr(cpu_kernels, "applies", lambda *arrays: False)
+
+
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu_kernels", "xla"])
 @pytest.mark.parametrize("activation", ["relu6", "relu", None])
-@pytest.mark.parametrize("shape", [(1, 4, 5, 3, 6), (2, 3, 4, 4, 5)])  # 1 and 2 groups.
-def test_batch_norm_backward_equals_autodiff(shape, activation):
+# 1 and 2 groups; 2 groups of 2 chunks each (12,800 pixels of 6 channels: the C++
+# kernels reduce 10,922 rows per chunk), the second one partial.
+@pytest.mark.parametrize("shape", [(1, 4, 5, 3, 6), (2, 3, 4, 4, 5), (2, 8, 40, 40, 6)])
+def test_batch_norm_backward_equals_autodiff(shape, activation, kernels, monkeypatch):
   # batch_norm_train's hand-written VJP against autodiff of the same two-pass
   # statistics, affine and activation, with cotangents on all three outputs (the
   # activation and the running-average inputs mean and var) and gradients for x,
   # scale and bias. The input's spread puts pre-activations on both sides of 0 and 6.
+  _without_cpu_kernels(monkeypatch, kernels)
   x = 4.0 * jax.random.normal(jax.random.key(0), shape) + 1.0
   channels = shape[-1]
   scale = 1.0 + jax.random.normal(jax.random.key(5), (channels,))
@@ -177,3 +192,17 @@ def test_batch_norm_train_keeps_bfloat16_in_and_out():
   out, vjp = jax.vjp(lambda a: layers.batch_norm_train(a, ones, ones, 1e-3, "relu6")[0], x)
   (dx,) = vjp(jnp.ones_like(out))
   assert out.dtype == dx.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu_kernels", "xla"])
+def test_batch_norm_statistics_stay_accurate_far_from_zero(kernels, monkeypatch):
+  # |mean| / std = 1000: a one-pass E[x^2] - E[x]^2 would lose every digit of the
+  # variance in float32; two-pass (and the kernels' per-chunk two-pass with Chan's
+  # merge) keep it. Reference: float64 numpy.
+  _without_cpu_kernels(monkeypatch, kernels)
+  x = np.random.default_rng(0).normal(1000.0, 1.0, (1, 16, 32, 32, 4)).astype(np.float32)
+  ones = jnp.ones((4,))
+  _, mean, var = jax.jit(lambda a: layers.batch_norm_train(a, ones, ones, 1e-3, None))(x)
+  x64 = x.astype(np.float64)
+  np.testing.assert_allclose(np.asarray(mean).ravel(), x64.mean((0, 1, 2, 3)), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(var).ravel(), x64.var((0, 1, 2, 3)), rtol=1e-5)

@@ -157,14 +157,10 @@ _shift_custom_vjp.defvjp(_shift_custom_vjp_fwd, _shift_custom_vjp_bwd)
 
 
 def _cpu_kernel(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
-  """The C++ XLA:CPU kernel (depthwise_ffi.py); `shift_vjp` where it does not apply.
-
-  It takes float32 on one device: XLA cannot split a custom call over a sharded
-  batch, so on several (simulated) CPU devices it would gather the whole batch.
-  """
-  from mobilenet_jax.models import depthwise_ffi  # pylint: disable=g-import-not-at-top
-  if (x.dtype == jnp.float32 and kernel.dtype == jnp.float32
-      and jax.device_count() == 1 and depthwise_ffi.available()):
+  """The C++ XLA:CPU kernel (depthwise_ffi.py); `shift_vjp` where it does not apply
+  (not float32, not one CPU device, or no compiler: `cpu_kernels.applies`)."""
+  from mobilenet_jax.models import cpu_kernels, depthwise_ffi  # pylint: disable=g-import-not-at-top
+  if cpu_kernels.applies(x, kernel):
     return depthwise_ffi.depthwise_conv(x, kernel, strides)
   return _shift_custom_vjp(x, kernel, strides)
 

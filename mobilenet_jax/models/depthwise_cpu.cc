@@ -1,51 +1,27 @@
 // A k x k depthwise convolution over NHWC float32 for XLA:CPU, forward and backward,
-// called through jax.ffi (mobilenet_jax/models/depthwise_ffi.py builds and loads it).
+// called through jax.ffi (depthwise_ffi.py; cpu_kernels.py builds and loads it).
 //
 // Channels are innermost, so every inner loop is a contiguous multiply-add over C
 // that the compiler vectorizes. Work is split into chunks (rows forward, images
-// backward) that the calling thread and XLA's intra-op thread pool take from a shared
-// counter; the caller only ever waits for chunks already being worked on, so a busy
-// pool can never deadlock it.
+// backward) shared with XLA's intra-op thread pool (parallel_for.h).
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <thread>
 #include <vector>
 
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using mobilenet_jax::ParallelFor;
+
 struct Shape {
   int64_t n, h, w, c, k, stride, pad_top, pad_left, out_h, out_w;
 };
-
-// Runs body(chunk) for chunk in [0, chunks) on the caller and the pool.
-template <typename Body>
-void ParallelFor(ffi::ThreadPool& pool, int64_t chunks, const Body& body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto state = std::make_shared<State>();
-  auto work = [state, chunks, &body] {
-    for (int64_t i; (i = state->next.fetch_add(1)) < chunks;) {
-      body(i);
-      state->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), chunks - 1);
-  // Late helpers find no chunk left and return at once; `body` is only touched
-  // while a chunk is in flight, which the caller waits for below.
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(work)(work));
-  work();
-  while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
-}
 
 // One output row (n, oh): out[ow, c] = sum over taps of x[ih, iw, c] * k[i, j, c].
 void ForwardRow(const float* x, const float* k, float* out, const Shape& s, int64_t n,
