@@ -100,7 +100,7 @@ def test_ffi_falls_back_without_the_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-@pytest.mark.parametrize("batch", [2, 3, 8])  # Kernel-gradient loops of 1, 3 and 2 steps.
+@pytest.mark.parametrize("batch", [2, 3, 8])  # Odd and even batches.
 def test_pointwise_dot_matches_conv(dtype, batch):
   x = jax.random.normal(jax.random.key(0), (batch, 5, 6, 7), jnp.float32).astype(dtype)
   conv = nn.Conv(4, (1, 1), use_bias=False, dtype=dtype, param_dtype=jnp.float32)
