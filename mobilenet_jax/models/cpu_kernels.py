@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 
 import jax
+import jax.numpy as jnp
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCES = ("depthwise_cpu.cc", "batchnorm_cpu.cc")
@@ -101,6 +102,6 @@ def applies(*arrays: jax.Array) -> bool:
   One device only: XLA cannot split a custom call over a sharded batch, so on several
   (simulated) CPU devices it would gather the whole batch onto each.
   """
-  return (all(a.dtype == jax.numpy.float32 for a in arrays)
+  return (all(a.dtype == jnp.float32 for a in arrays)
           and jax.default_backend() == "cpu" and jax.device_count() == 1
           and available())

@@ -3,9 +3,10 @@
 Every MobileNet block runs one depthwise convolution, and how fast it is depends on the
 backend: XLA's grouped convolution (`feature_group_count=C`) is fast on GPU and TPU but
 slow on CPU; there "auto" takes a C++ kernel (`ffi`, depthwise_ffi.py), or where it
-cannot be built the fused shifted multiply-adds with a hand-written backward. The networks only use `DepthwiseConv`; which formulation computes it is a
-config choice (`config.model.depthwise_impl`), and every formulation is tested equal to
-the grouped convolution. The kernel is stored as (k, k, 1, C) whatever the
+cannot be built the fused shifted multiply-adds with a hand-written backward. The
+networks only use `DepthwiseConv`; which formulation computes it is a config choice
+(`config.model.depthwise_impl`), and every formulation is tested equal to the grouped
+convolution. The kernel is stored as (k, k, 1, C) whatever the
 implementation, so checkpoints move freely between them.
 """
 
@@ -159,7 +160,8 @@ _shift_custom_vjp.defvjp(_shift_custom_vjp_fwd, _shift_custom_vjp_bwd)
 def _cpu_kernel(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
   """The C++ XLA:CPU kernel (depthwise_ffi.py); `shift_vjp` where it does not apply
   (not float32, not one CPU device, or no compiler: `cpu_kernels.applies`)."""
-  from mobilenet_jax.models import cpu_kernels, depthwise_ffi  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mobilenet_jax.models import cpu_kernels, depthwise_ffi
   if cpu_kernels.applies(x, kernel):
     return depthwise_ffi.depthwise_conv(x, kernel, strides)
   return _shift_custom_vjp(x, kernel, strides)
