@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from mobilenet_jax.rundir import results as run_results
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
     "V1 1.0 128": ["--config=configs/mobilenet_v1.py:res=128", "--batch=32", "--torch"],
@@ -66,8 +68,7 @@ def default_run(tree: str) -> dict:
                     "--config=configs/default.py", f"--workdir={workdir}"], cwd=tree,
                    env=dict(os.environ, PYTHONPATH=tree), check=True)
     wall = time.time() - start
-    with open(os.path.join(workdir, "results.json")) as f:
-      top1 = json.load(f)["final"]["raw"]["top1"]
+    top1 = run_results.read_results(workdir).final["raw"].top1
   return {"wall_s": wall, "top1": top1, "load": (load_start, os.getloadavg()[0])}
 
 

@@ -161,7 +161,7 @@ def train_config() -> ml_collections.ConfigDict:
   config.keep_best_checkpoint = True
   config.eval_batch_size = 1024
 
-  # Start from another run's checkpoint (mobilenet_jax/train/checkpointing.py).
+  # Start from another run's checkpoint (mobilenet_jax/rundir/).
   config.init_from = ml_collections.ConfigDict()
   config.init_from.workdir = ml_collections.FieldReference(None, field_type=str)
   config.init_from.step = -1  # -1 = latest.

@@ -4,7 +4,7 @@ each other.
   python -m experiments.compare --root=runs/table6
   python -m experiments.compare --root=gs://BUCKET/runs/async --out=/tmp/async_report
 
-Reads every ROOT/*/ run directory through mobilenet_jax.run_dir (results.json,
+Reads every ROOT/*/ run directory through mobilenet_jax.rundir (results.json,
 metrics.jsonl) and ROOT/manifest.json if the launcher wrote one (it says which point
 a smoke run stands for). Writes to OUT (default ROOT):
 
@@ -35,7 +35,9 @@ from absl import app, flags
 from etils import epath
 
 from experiments import manifest as manifest_lib, paper, plots, references, sweeps
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import identity as run_identity
+from mobilenet_jax.rundir import layout, metrics_file
+from mobilenet_jax.rundir import results as run_results
 
 PAPER_DATASET = "imagenet2012"
 MARKDOWN_FILE = "comparison.md"
@@ -51,13 +53,13 @@ class RunResult:
   """One finished run, as the comparison sees it."""
   name: str  # The workdir's name: the sweep's point name.
   workdir: str
-  results: run_dir.Results
+  results: run_results.Results
   point_config: dict  # The config of the point it stands for (a smoke run: unshrunk).
   stands_in: bool  # Trained a scaled-down version of `point_config` (smoke mode).
 
   @property
   def arch(self) -> tuple:
-    return run_dir.architecture(self.point_config)
+    return run_identity.architecture(self.point_config)
 
   @property
   def top1(self) -> float:
@@ -79,21 +81,21 @@ def load_results(root: str) -> tuple[list[RunResult], list[str], dict | None]:
   planned = {p["name"]: p for p in (manifest or {}).get("points", [])}
   known = {p.name: p for p in sweeps.get_sweep("all").points}
   runs, warnings = [], []
-  for path in sorted(epath.Path(root).glob(f"*/{run_dir.RESULTS_FILE}")):
+  for path in sorted(epath.Path(root).glob(f"*/{layout.RESULTS_FILE}")):
     workdir = path.parent
     try:
-      results = run_dir.read_results(workdir)
-    except run_dir.ResultsError as e:  # A partial or foreign file.
+      results = run_results.read_results(workdir)
+    except run_results.ResultsError as e:  # A partial or foreign file.
       warnings.append(f"{path}: left out ({e})")
       continue
     point = results.config
     if manifest and manifest.get("smoke") and "point_config" in planned.get(
         workdir.name, {}):
       point = planned[workdir.name]["point_config"]  # The full-size point it stands for.
-    elif (workdir.name in known and run_dir.architecture(results.config)
-          != run_dir.architecture(known[workdir.name].build())):
-      point = run_dir.config_dict(known[workdir.name].build())  # Matched by name.
-    stands_in = run_dir.architecture(point) != run_dir.architecture(results.config)
+    elif (workdir.name in known and run_identity.architecture(results.config)
+          != run_identity.architecture(known[workdir.name].build())):
+      point = run_identity.config_dict(known[workdir.name].build())  # Matched by name.
+    stands_in = run_identity.architecture(point) != run_identity.architecture(results.config)
     runs.append(RunResult(workdir.name, str(workdir), results, point, stands_in))
   return runs, warnings, manifest
 
@@ -102,7 +104,7 @@ def load_results(root: str) -> tuple[list[RunResult], list[str], dict | None]:
 
 def _paper_rows() -> list[tuple[paper.PaperResult, tuple]]:
   """The papers' MobileNet rows, each with the architecture of its config."""
-  return [(row, run_dir.architecture(paper.load_config(row.config)))
+  return [(row, run_identity.architecture(paper.load_config(row.config)))
           for row in paper.load_paper_results() if row.is_mobilenet]
 
 
@@ -149,7 +151,7 @@ def build_table(runs: list[RunResult], sweep_archs: set | None = None,
       continue
     released = references.lookup_arch(arch)
     base = {"paper table": "released" if released else "-",
-            "model": run_dir.architecture_name(group[0].point_config),
+            "model": run_identity.architecture_name(group[0].point_config),
             "paper top-1": "-", "released top-1": f"{released.top1:.1f}" if released else "-",
             "paper Mult-Adds (M)": "-", "paper params (M)": "-"}
     for run in group:
@@ -202,7 +204,7 @@ def to_markdown(table: list[dict[str, str]], notes: list[str],
 
 def swept_keys(runs: list[RunResult]) -> list[str]:
   """The settings that vary between the points of the runs (smoke scaling aside)."""
-  return run_dir.differing_keys([r.point_config for r in runs])
+  return run_identity.differing_keys([r.point_config for r in runs])
 
 
 def recipe_table(runs: list[RunResult]) -> tuple[list[dict[str, str]], tuple, list[str]]:
@@ -211,14 +213,14 @@ def recipe_table(runs: list[RunResult]) -> tuple[list[dict[str, str]], tuple, li
   columns = ("run", *keys, "steps", "final top-1", "eval loss", "train loss",
              "wall time (s)", "dataset")
   def order(run):  # By the swept values: numbers as numbers, then text.
-    flat = run_dir.flatten(run.point_config)
+    flat = run_identity.flatten(run.point_config)
     return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
             for v in (flat.get(k) for k in keys)]
 
   table = []
   for run in sorted(runs, key=order):
-    flat = run_dir.flatten(run.point_config)
-    train = run_dir.read_metrics(run.workdir, "train")
+    flat = run_identity.flatten(run.point_config)
+    train = metrics_file.read_rows(run.workdir, "train")
     table.append({
         "run": run.name, **{k: _cell(flat.get(k)) for k in keys},
         "steps": str(run.results.steps),
@@ -300,7 +302,7 @@ def _lines(runs, x_key: str, keys: list[str], join_at_zero: bool = False) -> dic
   lines: dict[str, list] = {}
   zero = []
   for run in runs:
-    flat = run_dir.flatten(run.point_config)
+    flat = run_identity.flatten(run.point_config)
     if join_at_zero and not flat.get(x_key):
       zero.append((0, run.top1))
       continue
@@ -326,8 +328,8 @@ def recipe_plots(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
     written.append(STALENESS_PLOT)
   if "global_batch_size" in keys:
     batch_keys = [k for k in keys if k != "grad_accum_steps"]
-    labels = {(run_dir.flatten(r.point_config)["global_batch_size"], r.top1):
-              f"accum {run_dir.flatten(r.point_config).get('grad_accum_steps', 1)}"
+    labels = {(run_identity.flatten(r.point_config)["global_batch_size"], r.top1):
+              f"accum {run_identity.flatten(r.point_config).get('grad_accum_steps', 1)}"
               for r in runs}
     plots.lines_plot(out_dir / BATCH_PLOT, _lines(runs, "global_batch_size", batch_keys),
                      xlabel="global batch size (full-size point)",
@@ -340,7 +342,7 @@ def recipe_plots(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
 
 def curves_plot(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
   """Every run's training curves overlaid, from metrics.jsonl."""
-  curves = {r.name: run_dir.read_metrics(r.workdir, "train") for r in runs}
+  curves = {r.name: metrics_file.read_rows(r.workdir, "train") for r in runs}
   curves = {k: v for k, v in curves.items() if v}
   if not curves:
     return []
@@ -366,7 +368,7 @@ def compare(root: str, out: str | None = None) -> str:
   out_dir.mkdir(parents=True, exist_ok=True)
   kind = sweep_kind(runs, manifest)
   if kind == "architecture":
-    sweep_archs = ({run_dir.architecture(p["point_config"]) for p in manifest["points"]
+    sweep_archs = ({run_identity.architecture(p["point_config"]) for p in manifest["points"]
                     if "point_config" in p} if manifest else None)
     paper_table = None
     if manifest and manifest.get("sweep") in sweeps.SWEEP_NAMES:

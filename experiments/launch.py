@@ -55,7 +55,9 @@ from absl import app, flags
 import ml_collections
 
 from experiments import manifest, smoke, sweeps, tpu
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import identity as run_identity
+from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir import results as run_results
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -99,14 +101,14 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
   jobs = []
   for point in points:
     config = point.build()
-    point_config = run_dir.config_dict(config)
+    point_config = run_identity.config_dict(config)
     overrides = list(point.overrides)
     if local_smoke:
       shrink = smoke.smoke_overrides(config, smoke_images)
       sweeps.apply_overrides(config, shrink)
       overrides += shrink
     args = (*sweeps.override_args(overrides), *extra_args)
-    full = run_dir.config_dict(config)
+    full = run_identity.config_dict(config)
     jobs.append(Job(point.name, f"{root}/{point.name}", point.config, args, full,
                     point_config))
   return jobs
@@ -136,8 +138,8 @@ def pending(jobs: list[Job], out, *, dry_run: bool) -> list[Job]:
   for i, job in enumerate(jobs, 1):
     if dry_run and is_remote(job.workdir):
       todo.append(job)
-    elif run_dir.is_finished(job.workdir):
-      print(f"[{i}/{len(jobs)}] skip {job.name}: {run_dir.results_path(job.workdir)} "
+    elif run_results.is_finished(job.workdir):
+      print(f"[{i}/{len(jobs)}] skip {job.name}: {layout.results_path(job.workdir)} "
             "exists", file=out, flush=True)
     else:
       todo.append(job)
@@ -176,7 +178,7 @@ CHILDREN = _Children()
 def _run_one(job: Job, python: str, out) -> tuple[bool, float]:
   """Trains one job here; (finished with results, seconds)."""
   start = time.time()
-  log = run_dir.log_path(job.workdir)
+  log = layout.log_path(job.workdir)
   log.parent.mkdir(parents=True, exist_ok=True)
   command = [python, *job.train_args()]
   print(f"start {job.name}: {shlex.join(command)}\n      log: {log}", file=out, flush=True)
@@ -194,11 +196,11 @@ def _run_one(job: Job, python: str, out) -> tuple[bool, float]:
     print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
           f"of {log}:\n{tail}", file=out, flush=True)
     return False, seconds
-  if not run_dir.is_finished(job.workdir):
+  if not run_results.is_finished(job.workdir):
     print(f"stopped {job.name} after {seconds:.0f} s without results (preempted?); "
           "run the sweep again to resume it", file=out, flush=True)
     return False, seconds
-  results = run_dir.read_results(job.workdir)
+  results = run_results.read_results(job.workdir)
   top1, source = results.top1
   print(f"done {job.name} in {seconds:.0f} s: top-1 {100 * top1:.1f}% ({source})",
         file=out, flush=True)
@@ -264,7 +266,7 @@ def run_tpu(jobs: list[Job], slices: list[tpu.Slice], version: str, archive: str
         return
       print(f"{tpu_slice.name}: start {job.name}", file=out, flush=True)
       status = subprocess.call(point_ssh_command(job, tpu_slice, version))
-      if status != 0 or not run_dir.is_finished(job.workdir):
+      if status != 0 or not run_results.is_finished(job.workdir):
         print(f"{tpu_slice.name}: {job.name} ended without results (exit status "
               f"{status}); its log is in {job.workdir}/ and ~/mobilenet-jax-logs on the "
               "workers. If only the connection dropped, the run goes on: launch again "

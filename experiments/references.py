@@ -59,7 +59,7 @@ def lookup(family: str, width: float, resolution: int) -> SlimCheckpoint | None:
 
 
 def lookup_arch(arch: tuple) -> SlimCheckpoint | None:
-  """The released checkpoint for a run_dir.architecture() tuple (full depth,
+  """The released checkpoint for a rundir.identity.architecture() tuple (full depth,
   separable blocks only: TF-slim released no shallow or full-conv MobileNet)."""
   name, width, depth, block, resolution = arch
   if depth != "full" or block != "separable":

@@ -43,7 +43,7 @@ import itertools
 from typing import Any, Callable, Iterable, Mapping
 
 from experiments import paper, references
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import identity as run_identity
 
 Override = tuple[str, Any]
 
@@ -123,25 +123,25 @@ def _spec_file(spec: str) -> str:
 
 @functools.cache
 def _file_defaults(file_name: str) -> dict:
-  return run_dir.identity(paper.load_config(file_name))
+  return run_identity.identity(paper.load_config(file_name))
 
 
 def _name_points(specs: list[tuple[str, tuple[Override, ...]]]) -> tuple[Point, ...]:
   """Points with names from what differs; identical points once; unique names."""
   unique: dict[str, tuple[str, tuple[Override, ...], dict]] = {}
   for spec, overrides in specs:
-    ident = run_dir.identity(apply_overrides(paper.load_config(spec), overrides))
+    ident = run_identity.identity(apply_overrides(paper.load_config(spec), overrides))
     unique.setdefault(repr(sorted(ident.items())), (spec, overrides, ident))
   entries = list(unique.values())
-  varying = set(run_dir.differing_keys([e[2] for e in entries])) - set(
-      run_dir.ARCHITECTURE_KEYS)
+  varying = set(run_identity.differing_keys([e[2] for e in entries])) - set(
+      run_identity.ARCHITECTURE_KEYS)
   points, names = [], {}
   for spec, overrides, ident in entries:
     defaults = _file_defaults(_spec_file(spec))
     order = [k for k, _ in overrides] + sorted(ident)
     keys = [k for k in dict.fromkeys(order) if k in varying
             and (ident.get(k) != defaults.get(k) or k in dict(overrides))]
-    name = "_".join([run_dir.architecture_name(ident_to_nested(ident))]
+    name = "_".join([run_identity.architecture_name(ident_to_nested(ident))]
                     + [_label(k, ident[k]) for k in keys])
     if name in names:
       raise ValueError(f"Sweep points {names[name]} and {(spec, overrides)} differ but "

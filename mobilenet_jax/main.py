@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from mobilenet_jax import config_files, console, errors
 from mobilenet_jax.errors import ConfigError
+from mobilenet_jax.rundir import layout
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with :args.", lock_config=True)
@@ -67,17 +68,17 @@ def main(argv):
   if (_DISTRIBUTED.value or _COORDINATOR.value
       or any(k in os.environ for k in _CLUSTER_ENV)):
     _initialize_distributed(jax)
-  # Config errors in the first seconds, before TensorFlow and the trainer load (and
-  # after initialize(): reading the workdir's checkpoints starts JAX's backends).
-  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
-  config_validation.validate(_CONFIG.value, _WORKDIR.value)
+  # Config errors in the first seconds, before TensorFlow and the trainer load; what
+  # needs the devices, the dataset or the workdir is checked by the trainer.
+  from mobilenet_jax.train import validation  # pylint: disable=g-import-not-at-top
+  validation.validate(_CONFIG.value)
   console.load_tensorflow_quietly()
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
-  from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
-  logging.info("JAX %s: %d process(es), %d device(s): %s", jax.__version__,
-               jax.process_count(), jax.device_count(), jax.devices()[:4])
-  results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from mobilenet_jax.train import preemption, trainer  # pylint: disable=g-import-not-at-top
+  results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, validated=True)
+  if results.get("signal") == "SIGINT":
+    sys.exit(preemption.INTERRUPTED_STATUS)
   final = results.get("final", {})
   if final:
     print(f"Final {results['eval_split']} top-1 {final['raw']['top1']:.4f} "
@@ -85,7 +86,7 @@ def main(argv):
           f"top-5 {final['raw']['top5']:.4f}, over {final['raw']['num_examples']} "
           f"examples; {results['wall_time_s']:.0f} s, "
           f"{results['train_images_per_sec']:.0f} train images/s. "
-          f"Results in {os.path.join(_WORKDIR.value, 'results.json')}", flush=True)
+          f"Results in {layout.results_path(_WORKDIR.value)}", flush=True)
 
 
 def console_main():

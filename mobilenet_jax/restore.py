@@ -14,8 +14,9 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mobilenet_jax import models, run_dir
+from mobilenet_jax import models
 from mobilenet_jax.errors import ConfigError
+from mobilenet_jax.rundir import readers
 
 
 def load(workdir: str, step: int | None = None, ema: bool = False,
@@ -27,7 +28,10 @@ def load(workdir: str, step: int | None = None, ema: bool = False,
   the weights instead of the weights. Arrays are replicated over every device unless
   `sharding` says otherwise. Raises CheckpointError if there is no usable checkpoint.
   """
-  weights, step, config = run_dir.restore_weights(workdir, step, sharding)
+  if sharding is None:  # Whole on every device.
+    mesh = jax.sharding.Mesh(jax.devices(), ("devices",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  weights, step, config = readers.restore_weights(workdir, sharding, step)
   if ema and not config.get("ema_decay", 0):
     raise ConfigError(f"The run in {workdir} kept no moving average (ema_decay=0); "
                       "load it without ema.")

@@ -16,6 +16,9 @@ from mobilenet_jax.train import optimizers
 from mobilenet_jax.train import state as state_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Arrays whole on every device: how tools restore weights.
+EVERYWHERE = jax.sharding.NamedSharding(jax.sharding.Mesh(jax.devices(), ("d",)),
+                                        jax.sharding.PartitionSpec())
 
 
 def override(cfg, **overrides):

@@ -92,7 +92,7 @@ CASES = [
          ("different config", "model.width: 0.25 (checkpoint) vs 0.5 (now)"),
          only_line=False),
     Case("every_checkpoint_corrupt", (_V1, "--workdir={corrupt}"),
-         ("No readable checkpoint", "could not be restored"), only_line=False),
+         ("No usable checkpoint", "could not be restored"), only_line=False),
     Case("evaluate_unknown_split", ("--workdir={workdir}", "--split=tset"),
          ("no split 'tset'", "available splits: train, test"), tool="evaluate",
          only_line=False),

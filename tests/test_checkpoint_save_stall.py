@@ -9,7 +9,8 @@ _SAVE = textwrap.dedent("""
     import logging, tempfile, time
     import jax
     from tests import ckpt_helpers as h
-    from mobilenet_jax.train import checkpointing, sharding
+    from mobilenet_jax.rundir import checkpointer as checkpointing
+from mobilenet_jax.train import sharding
     cfg = h.config()
     state = h.model_state(cfg)
     state = jax.device_put(state, sharding.replicated(sharding.create_mesh()))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mobilenet_jax.errors import CheckpointError
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.rundir import checkpoint_store, readers
+from mobilenet_jax.rundir import checkpointer as checkpointing
 from tests import ckpt_helpers as h
 
 
@@ -32,7 +33,7 @@ def test_round_trip_is_bit_identical(tmp_path):
 
   restored = checkpointing.Checkpointer(str(tmp_path), cfg).restore_or_initial(initial)
   h.assert_trees_equal(restored, state)
-  assert checkpointing.read_config(str(tmp_path)).to_dict() == json.loads(
+  assert readers.read_config(str(tmp_path)).to_dict() == json.loads(
       cfg.to_json_best_effort())
 
 
@@ -84,7 +85,7 @@ def test_missing_step(saved):
   with pytest.raises(CheckpointError, match=r"step 5 .*available steps: 10"):
     checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg, size=4096), 5)
   with pytest.raises(CheckpointError, match="No checkpoint"):
-    checkpointing.read_config(workdir + "/elsewhere")
+    readers.read_config(workdir + "/elsewhere")
 
 
 def test_truncated_array_file(saved):
@@ -113,7 +114,7 @@ def test_other_format_version(saved):
   with open(path, "w") as f:
     json.dump(dict(meta, format_version=99), f)
   with pytest.raises(CheckpointError, match="format version 99"):
-    checkpointing.read_config(workdir)
+    readers.read_config(workdir)
 
 
 def test_check_config_runs_before_restoring(saved):
@@ -138,19 +139,20 @@ def test_state_mismatch_names_arrays(saved):
     checkpointing.Checkpointer(workdir, cfg).restore_or_initial(h.fake_state(cfg))
 
 
-def test_restore_subtrees_reads_only_those(saved):
+def test_restore_weights_reads_only_those(saved):
   workdir, cfg = saved
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  trees, step, stored = checkpointing.restore_subtrees(workdir, ("params",), sharding)
-  assert step == 10 and stored["model"]["width"] == cfg.model.width
-  assert set(trees) == {"params"}
+  trees, step, stored = readers.restore_weights(workdir, sharding)
+  assert step == 10 and stored.model.width == cfg.model.width
+  assert set(trees) == set(checkpoint_store.WEIGHT_FIELDS)
   h.assert_trees_equal(trees["params"], h.fake_state(cfg, step=10, size=4096).params)
 
 
 _WRITE_ON_8 = """
 import jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.rundir import checkpoint_store, readers
+from mobilenet_jax.rundir import checkpointer as checkpointing
 from tests import ckpt_helpers as h
 assert jax.device_count() == 8
 cfg = h.config(staleness=2)
@@ -223,7 +225,7 @@ def test_corrupt_latest_falls_back_and_is_kept(tmp_path, caplog, corrupt):
     restored = ckpt.restore_or_initial(h.fake_state(cfg, size=4096, value=5.0))
   h.assert_trees_equal(restored, h.fake_state(cfg, step=20, size=4096, value=1.0))
   message = " ".join(r.getMessage() for r in caplog.records)
-  assert "step 30 is unreadable" in message and "resumes from step 20" in message
+  assert "step 30 is unusable" in message and "resumes from step 20" in message
   assert f"{workdir}/checkpoints/corrupt-30" in message
   assert ckpt.all_steps() == [20]
   # The resumed run saves step 30 again and goes on; the retention policy (2 steps)
@@ -239,7 +241,7 @@ def test_every_checkpoint_corrupt_stops_and_moves_nothing(saved):
   workdir, cfg = saved
   _truncate_array(f"{workdir}/checkpoints/10")
   before = _tree_digest(f"{workdir}/checkpoints")
-  with pytest.raises(CheckpointError, match="No readable checkpoint.*checkpoints/10/state"):
+  with pytest.raises(CheckpointError, match="No usable checkpoint.*checkpoints/10/state"):
     checkpointing.Checkpointer(workdir, cfg).restore_or_initial(
         h.fake_state(cfg, size=4096))
   assert _tree_digest(f"{workdir}/checkpoints") == before
@@ -248,6 +250,6 @@ def test_every_checkpoint_corrupt_stops_and_moves_nothing(saved):
 def test_explicit_step_never_falls_back(saved):
   workdir, cfg = saved
   _garble_meta(f"{workdir}/checkpoints/10")
-  with pytest.raises(checkpointing.CorruptCheckpointError, match="10/meta/metadata"):
+  with pytest.raises(checkpoint_store.CorruptCheckpointError, match="10/meta/metadata"):
     checkpointing.Checkpointer(workdir, cfg).restore_or_initial(
         h.fake_state(cfg, size=4096), step=10)

@@ -1,4 +1,4 @@
-"""`config_validation.validate` and the config files' argument handling, in-process."""
+"""`validation.validate` and the config files' argument handling, in-process."""
 
 import pytest
 
@@ -6,7 +6,7 @@ from configs import common
 from configs import default
 from configs import mobilenet_v1
 from configs import mobilenet_v2
-from mobilenet_jax import config_validation
+from mobilenet_jax.train import validation as config_validation
 from mobilenet_jax.errors import ConfigError
 from tests import ckpt_helpers as h
 
@@ -79,14 +79,16 @@ def test_async_settings_must_split_the_batch():
 
 
 def test_init_from_must_hold_a_checkpoint(tmp_path):
+  from mobilenet_jax.train import run_plan  # pylint: disable=g-import-not-at-top
   config = h.config(**{"init_from.workdir": str(tmp_path)})
+  config_validation.validate(config)  # Static: the directory is not read.
   with pytest.raises(ConfigError, match="holds no checkpoint"):
-    config_validation.validate(config)
+    run_plan._check_init_from(config)  # pylint: disable=protected-access
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)
-  config_validation.validate(config)
+  run_plan._check_init_from(config)  # pylint: disable=protected-access
   config.init_from.step = 5
   with pytest.raises(ConfigError, match=r"init_from.step=5 .*one of \[10\]"):
-    config_validation.validate(config)
+    run_plan._check_init_from(config)  # pylint: disable=protected-access
 
 
 def test_default_config_honours_its_arguments():
@@ -126,10 +128,9 @@ def test_given_args():
 
 
 def test_batch_larger_than_the_train_split_names_a_batch_that_fits():
-  # Imported here: trainer brings in the data pipeline, which the other tests skip.
-  from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax.train import run_plan  # pylint: disable=g-import-not-at-top
   config = mobilenet_v1.get_config("num_classes=5")  # global batch 1024
   with pytest.raises(ConfigError, match=r"\(600 examples\).*--config.global_batch_size=32 "):
-    trainer.total_train_steps(config, 600)
+    run_plan.plan(config, 600)
   config.global_batch_size = 32
-  assert trainer.total_train_steps(config, 600)[0] == 18
+  assert run_plan.plan(config, 600).steps_per_epoch == 18

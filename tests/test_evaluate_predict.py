@@ -22,7 +22,7 @@ from tests import ckpt_helpers as h
 _WRITE_ON_8 = """
 import sys, jax, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.rundir import checkpointer as checkpointing
 from tests import ckpt_helpers as h
 workdir, data_dir = sys.argv[1:]
 cfg = h.config(**{"data.name": "shapes10/tiny", "data.data_dir": data_dir})
@@ -93,14 +93,14 @@ def test_load_errors(run_on_8):
 
 def test_ema_of_a_run_without_ema(run_on_8, monkeypatch):
   from mobilenet_jax import restore  # pylint: disable=g-import-not-at-top
-  original = restore.run_dir.restore_weights
+  original = restore.readers.restore_weights
 
   def without_ema(*args, **kwargs):
     weights, step, config = original(*args, **kwargs)
     config.ema_decay = 0.0
     return weights, step, config
 
-  monkeypatch.setattr(restore.run_dir, "restore_weights", without_ema)
+  monkeypatch.setattr(restore.readers, "restore_weights", without_ema)
   with pytest.raises(ConfigError, match="ema_decay=0"):
     restore.load(run_on_8, ema=True)
 

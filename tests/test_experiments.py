@@ -12,7 +12,9 @@ import sys
 import pytest
 
 from experiments import compare, launch, paper, plots, references, smoke, sweeps, tpu
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import identity as run_identity
+from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir import results as run_results
 from tests import ckpt_helpers as h
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -75,11 +77,11 @@ def test_recipe_sweeps():
 def test_every_sweep_has_distinct_points_full_size_and_smoke(name, tmp_path):
   points = sweeps.get_sweep(name).points
   assert len({p.name for p in points}) == len(points)
-  identities = {json.dumps(run_dir.identity(p.build()), sort_keys=True) for p in points}
+  identities = {json.dumps(run_identity.identity(p.build()), sort_keys=True) for p in points}
   assert len(identities) == len(points)
   # Smoke mode keeps them apart (runlocal would make all of Table 6 one network).
   jobs = launch.make_jobs(name, str(tmp_path), local_smoke=True)
-  smoke_ids = {json.dumps(run_dir.identity(j.full_config), sort_keys=True) for j in jobs}
+  smoke_ids = {json.dumps(run_identity.identity(j.full_config), sort_keys=True) for j in jobs}
   assert len(smoke_ids) == len(points)
   for job in jobs:
     config = job.full_config
@@ -200,7 +202,7 @@ def test_failures_do_not_stop_the_sweep(tmp_path):
   assert failed == [job.name for job in jobs]
   assert "FAILED v1_w1_r224 (exit status 1" in out.getvalue()
   assert "without results" in out.getvalue()
-  assert os.path.exists(run_dir.log_path(jobs[0].workdir))
+  assert os.path.exists(layout.log_path(jobs[0].workdir))
 
 
 def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=()):
@@ -210,15 +212,15 @@ def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=
   if not ema:
     config.ema_decay = 0.0
   metrics = lambda t: {"loss": 1.0, "top1": t, "top5": 0.9, "num_examples": 50000}
-  results = run_dir.Results(
-      config=run_dir.config_dict(config),
-      final={"raw": run_dir.EvalMetrics(**metrics(top1 - 0.05)),
-             "ema": run_dir.EvalMetrics(**metrics(top1))},
+  results = run_results.Results(
+      config=run_identity.config_dict(config),
+      final={"raw": run_results.EvalMetrics(**metrics(top1 - 0.05)),
+             "ema": run_results.EvalMetrics(**metrics(top1))},
       steps=1234, params=1_331_936, mult_adds=149_492_032, trainable_params=1_340_000,
       wall_time_s=1.0, train_images_per_sec=1.0, device_count=1, process_count=1,
       platform="cpu")
   (root / name).mkdir(parents=True)
-  run_dir.write_results(root / name, results)
+  run_results.write_results(root / name, results)
   rows = [{"step": s, "split": "train", "loss": 2.0 / s, "top1": top1 * s / 3}
           for s in (1, 2, 3)]
   (root / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -7,13 +7,14 @@ import subprocess
 import sys
 import time
 
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.rundir import checkpointer as checkpointing
+from mobilenet_jax.rundir import layout
 from tests import ckpt_helpers as h
 
 # Saves a ~50 MB state at every step, each filled with its step number.
 _SAVE_FOREVER = """
 import sys
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.rundir import checkpointer as checkpointing
 from tests import ckpt_helpers as h
 cfg = h.config(checkpoint_every_steps=1, keep_checkpoints=2)
 ckpt = checkpointing.Checkpointer(sys.argv[1], cfg)
@@ -29,7 +30,7 @@ def _tmp_dirs(directory):
 
 def test_sigkill_during_write_leaves_a_usable_directory(tmp_path):
   workdir = str(tmp_path)
-  directory = checkpointing.checkpoint_dir(workdir)
+  directory = layout.checkpoint_dir(workdir)
   env = dict(os.environ, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu")
   child = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, workdir], env=env,
                            cwd=h.REPO, stdout=subprocess.DEVNULL,
@@ -68,7 +69,8 @@ def test_sigkill_during_write_leaves_a_usable_directory(tmp_path):
 # A trainer-like loop: steps until SIGTERM, then saves, waits and returns normally.
 _LOOP = """
 import signal, sys, time
-from mobilenet_jax.train import checkpointing, preemption
+from mobilenet_jax.rundir import checkpointer as checkpointing
+from mobilenet_jax.train import preemption
 from tests import ckpt_helpers as h
 previous = signal.getsignal(signal.SIGTERM)
 cfg = h.config(checkpoint_every_steps=1000)

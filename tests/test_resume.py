@@ -11,7 +11,8 @@ import time
 import jax
 import numpy as np
 
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import readers
+from tests import ckpt_helpers as h
 from tests import training_runs
 
 
@@ -83,8 +84,8 @@ def _assert_same_run(reference, resumed, step):
       range(1, step + 1))
   assert training_runs.read_metrics(resumed, "eval") == training_runs.read_metrics(
       reference, "eval")
-  a = run_dir.restore_weights(reference, step)[0]
-  b = run_dir.restore_weights(resumed, step)[0]
+  a = readers.restore_weights(reference, h.EVERYWHERE, step)[0]
+  b = readers.restore_weights(resumed, h.EVERYWHERE, step)[0]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 

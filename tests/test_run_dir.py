@@ -5,9 +5,12 @@ import json
 import jax
 import pytest
 
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import checkpoint_store, layout, metrics_file, readers
+from mobilenet_jax.rundir import checkpointer as checkpointing
+from mobilenet_jax.rundir import identity as run_identity
+from mobilenet_jax.rundir import results as run_results
 from mobilenet_jax.errors import CheckpointError
-from mobilenet_jax.train import batchnorm, checkpointing
+from mobilenet_jax.train import batchnorm
 from tests import ckpt_helpers as h
 
 
@@ -25,10 +28,10 @@ def _tiny_run(tmp_path_factory, shapes_tiny_dir):
 
 def test_real_run_reads_back(tiny_run):
   workdir, cfg, returned = tiny_run
-  assert run_dir.is_finished(workdir)
-  results = run_dir.read_results(workdir)
+  assert run_results.is_finished(workdir)
+  results = run_results.read_results(workdir)
   assert results.to_json() == returned  # What the trainer returned is what it wrote.
-  assert results.schema_version == run_dir.SCHEMA_VERSION
+  assert results.schema_version == run_results.SCHEMA_VERSION
   assert results.steps == 2 and results.device_count == 1
   assert set(results.final) == {"raw", "ema"}
   assert results.final["raw"].num_examples == 70
@@ -37,38 +40,38 @@ def test_real_run_reads_back(tiny_run):
   assert 0 < results.params < results.trainable_params and results.mult_adds > 0
   # The stored config is the full config, recipe included, with the BatchNorm
   # momentum the trainer chose for an unset one (train/batchnorm.py).
-  stored = run_dir.read_config(workdir)
+  stored = readers.read_config(workdir)
   assert cfg.model.bn_momentum is None
   assert stored.model.bn_momentum == batchnorm.auto_momentum(cfg.model.name, 2)
-  expected = {**run_dir.identity(cfg), "model.bn_momentum": stored.model.bn_momentum}
-  assert run_dir.identity(stored) == expected
-  assert run_dir.read_config(workdir, step=1).lr.staleness_scaling == "inverse"
-  assert [r["step"] for r in run_dir.read_metrics(workdir, "train")] == [1, 2]
-  assert run_dir.read_metrics(workdir, "eval")[-1]["top1"] == results.final["raw"].top1
+  expected = {**run_identity.identity(cfg), "model.bn_momentum": stored.model.bn_momentum}
+  assert run_identity.identity(stored) == expected
+  assert readers.read_config(workdir, step=1).lr.staleness_scaling == "inverse"
+  assert [r["step"] for r in metrics_file.read_rows(workdir, "train")] == [1, 2]
+  assert metrics_file.read_rows(workdir, "eval")[-1]["top1"] == results.final["raw"].top1
 
 
 def test_restore_weights_reads_only_weights(tiny_run):
   workdir, cfg, _ = tiny_run
-  weights, step, config = run_dir.restore_weights(workdir, step=1)
-  assert step == 1 and set(weights) == set(run_dir.WEIGHTS)
+  weights, step, config = readers.restore_weights(workdir, h.EVERYWHERE, step=1)
+  assert step == 1 and set(weights) == set(checkpoint_store.WEIGHT_FIELDS)
   assert config.model.width == cfg.model.width
   leaf = jax.tree.leaves(weights["params"])[0]
   assert leaf.sharding.device_set == set(jax.devices())
 
 
 def test_schema_errors(tmp_path):
-  with pytest.raises(run_dir.ResultsError, match="has not finished"):
-    run_dir.read_results(tmp_path)
-  path = tmp_path / run_dir.RESULTS_FILE
+  with pytest.raises(run_results.ResultsError, match="has not finished"):
+    run_results.read_results(tmp_path)
+  path = tmp_path / layout.RESULTS_FILE
   path.write_text('{"preempted_at_step": 3}')
-  with pytest.raises(run_dir.ResultsError, match="not a finished run's results: no config"):
-    run_dir.read_results(tmp_path)
+  with pytest.raises(run_results.ResultsError, match="not a finished run's results: no config"):
+    run_results.read_results(tmp_path)
   path.write_text('{"conf')
-  with pytest.raises(run_dir.ResultsError, match="not valid JSON"):
-    run_dir.read_results(tmp_path)
+  with pytest.raises(run_results.ResultsError, match="not valid JSON"):
+    run_results.read_results(tmp_path)
   path.write_text(json.dumps({"schema_version": 7}))
-  with pytest.raises(run_dir.ResultsError, match="schema version 7"):
-    run_dir.read_results(tmp_path)
+  with pytest.raises(run_results.ResultsError, match="schema version 7"):
+    run_results.read_results(tmp_path)
 
 
 def test_identity_and_differing_keys():
@@ -76,9 +79,9 @@ def test_identity_and_differing_keys():
   b = h.config(**{"staleness": 4, "model.depthwise_impl": "xla",
                   "log_every_steps": 1, "lr.staleness_scaling": "inverse"})
   # Kernel choices and logging cadence are not part of what a run computes.
-  assert run_dir.differing_keys([a, b]) == ["lr.staleness_scaling", "staleness"]
-  assert run_dir.differing_keys([a, h.config()]) == []
-  assert run_dir.architecture_name(h.config(**{"model.depth": "shallow"})) == (
+  assert run_identity.differing_keys([a, b]) == ["lr.staleness_scaling", "staleness"]
+  assert run_identity.differing_keys([a, h.config()]) == []
+  assert run_identity.architecture_name(h.config(**{"model.depth": "shallow"})) == (
       "v1_w0.25_r32_shallow")
 
 
@@ -90,7 +93,7 @@ def test_config_mismatch_names_keys(tmp_path):
   other = h.config(staleness=1, **{"model.width": 0.5, "optimizer.name": "sgd"})
   with pytest.raises(CheckpointError) as error:
     checkpointing.Checkpointer(workdir, other).restore_or_initial(
-        h.fake_state(other), check_config=run_dir.check_compatible(other))
+        h.fake_state(other), check_config=run_identity.check_compatible(other))
   message = str(error.value)
   assert f"{workdir}/checkpoints/10" in message
   assert "model.width: 0.25 (checkpoint) vs 0.5 (now)" in message
@@ -99,4 +102,4 @@ def test_config_mismatch_names_keys(tmp_path):
   # Non-structural changes (learning rate, implementation choices) are fine.
   same = h.config(**{"lr.base": 1.0, "model.depthwise_impl": "xla"})
   checkpointing.Checkpointer(workdir, same).restore_or_initial(
-      h.fake_state(same), check_config=run_dir.check_compatible(same))
+      h.fake_state(same), check_config=run_identity.check_compatible(same))

@@ -12,7 +12,8 @@ import sys
 import time
 
 from experiments import compare, manifest
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import layout, metrics_file, readers
+from mobilenet_jax.rundir import results as run_results
 from tests import training_runs
 
 SYNC = "v1_w1_r224_tau0_workers1_lrscale-none"
@@ -45,30 +46,30 @@ def test_launch_interrupt_relaunch_compare(tmp_path, shapes_tiny_dir):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   stale = os.path.join(root, STALE)
   # Interrupt while the second point trains (it has logged a step).
-  _wait_for(lambda: run_dir.read_metrics(stale, "train"), proc)
+  _wait_for(lambda: metrics_file.read_rows(stale, "train"), proc)
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0]
   assert proc.returncode == 1, out[-3000:]
   assert f"done {SYNC}" in out and f"stopped {STALE}" in out, out[-3000:]
   assert "Smoke estimate: 2 points" in out and "compilation" in out
-  assert run_dir.is_finished(os.path.join(root, SYNC))
-  assert not run_dir.is_finished(stale)
-  assert "Preempted" in run_dir.log_path(stale).read_text()
+  assert run_results.is_finished(os.path.join(root, SYNC))
+  assert not run_results.is_finished(stale)
+  assert "Preempted" in layout.log_path(stale).read_text()
 
   again = subprocess.run(command, cwd=training_runs.REPO, env=env, capture_output=True,
                          text=True, timeout=600)
   assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
   assert f"[1/2] skip {SYNC}" in again.stdout and f"done {STALE}" in again.stdout
-  assert "from step 0 " not in run_dir.log_path(stale).read_text().split("Preempted")[1]
-  steps = [r["step"] for r in run_dir.read_metrics(stale, "train")]
+  assert "from step 0 " not in layout.log_path(stale).read_text().split("Preempted")[1]
+  steps = [r["step"] for r in metrics_file.read_rows(stale, "train")]
   assert steps == list(range(1, 61))  # Resumed, not restarted: every step once.
 
   # The point's overrides reached the trained config, as read back from the run.
-  config = run_dir.read_config(stale)
+  config = readers.read_config(stale)
   assert (config.staleness, config.num_workers, config.lr.staleness_scaling) == (
       2, 1, "inverse")
   assert config.model.width == 0.25 and config.data.image_size == 32
-  assert run_dir.read_results(stale).steps == 60
+  assert run_results.read_results(stale).steps == 60
   recorded = manifest.read(root)
   assert recorded["sweep"] == "async" and recorded["kind"] == "recipe"
   assert {p["name"] for p in recorded["points"]} == {SYNC, STALE}

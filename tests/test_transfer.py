@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mobilenet_jax.errors import CheckpointError
-from mobilenet_jax.train import checkpointing
+from mobilenet_jax.rundir import checkpointer as checkpointing
 from mobilenet_jax.train import optimizers
 from mobilenet_jax.train import state as state_lib
 from mobilenet_jax.train import transfer

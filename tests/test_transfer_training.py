@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mobilenet_jax.models import layers
-from mobilenet_jax.train import batchnorm, checkpointing, optimizers, transfer
+from mobilenet_jax.rundir import checkpointer as checkpointing
+from mobilenet_jax.train import batchnorm, optimizers, transfer
 from mobilenet_jax.train import state as state_lib
 from mobilenet_jax.train.step import make_train_step
 from tests import ckpt_helpers as h

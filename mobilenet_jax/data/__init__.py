@@ -28,7 +28,7 @@ from mobilenet_jax.data.errors import SplitNotFoundError
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "MissingClassError",
     "SplitNotFoundError", "eval_batches", "get_dataset_info", "load_image_file",
-    "read_image_file", "resolve_split", "train_batches", "MISSING_CLASS_MODES",
+    "read_image_file", "resolve_split", "steps_per_epoch", "train_batches", "MISSING_CLASS_MODES",
     "ON_CORRUPT_MODES"]
 
 # data.on_corrupt_image: stop on an unreadable image file, or drop it with a warning.
@@ -36,6 +36,16 @@ ON_CORRUPT_MODES = ("error", "skip")
 # data.classes_without_train_images: a class with no training image (e.g. only in
 # val/ of an image folder) is warned about, or stops the run.
 MISSING_CLASS_MODES = ("warn", "error")
+
+
+def steps_per_epoch(num_train_examples: int, global_batch_size: int) -> int:
+  """Whole global batches in one epoch: floor(N / B), the one place this is computed.
+
+  Every process reads an equal share, floor(N / P) examples, in local batches of
+  B / P, so each sees floor(floor(N / P) / (B / P)) = floor(N / B) batches: the
+  trainer's epoch and the pipeline's (which resumes mid-epoch with it) agree.
+  """
+  return num_train_examples // global_batch_size
 
 
 def _pipeline():

@@ -81,7 +81,9 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
   local_split = tfds.split_for_jax_process(split, process_index=index,
                                            process_count=count, drop_remainder=True)
   num_local = source.num_examples(local_split)
-  steps_per_epoch = num_local // batch
+  # Import here: the package imports this module lazily.
+  from mobilenet_jax.data import steps_per_epoch as epoch_steps  # pylint: disable=g-import-not-at-top
+  steps_per_epoch = epoch_steps(source.num_examples(split), global_batch_size)
   if steps_per_epoch == 0:
     raise ValueError(f"Split {split!r} gives {num_local} examples per process, fewer "
                      f"than one batch of {batch}.")

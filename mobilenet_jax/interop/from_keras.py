@@ -297,30 +297,12 @@ def convert(keras_model, arch: str, width: float, res: int | None = None,
   return config, variables
 
 
-@flax.struct.dataclass
-class ImportedWeights:
-  """What an imported run's checkpoint holds: the weights, which are also the "EMA"
-  (the keys `checkpointing.restore_variables` reads), at step 0."""
-  step: jax.Array
-  params: Any
-  batch_stats: Any
-  ema_params: Any
-  ema_batch_stats: Any
-
-
 def write_run(config: ml_collections.ConfigDict, variables: dict, workdir: str) -> None:
-  """Writes `variables` and `config` as the step-0 checkpoint of a new run in `workdir`."""
-  from mobilenet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
-  with checkpointing.Checkpointer(workdir, config) as checkpointer:
-    if checkpointer.latest_step() is not None:
-      raise KerasImportError(f"{workdir} already holds a run (checkpoint step "
-                             f"{checkpointer.latest_step()}); choose a new --workdir.")
-    params = jax.tree.map(jnp.asarray, variables["params"])
-    stats = jax.tree.map(jnp.asarray, variables["batch_stats"])
-    checkpointer.save(ImportedWeights(
-        step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
-        ema_params=jax.tree.map(jnp.copy, params),
-        ema_batch_stats=jax.tree.map(jnp.copy, stats)), force=True)
+  """Writes `variables` and `config` as the step-0 checkpoint of a new run in `workdir`
+  (the weights are also their own moving average)."""
+  from mobilenet_jax.rundir import checkpointer  # pylint: disable=g-import-not-at-top
+  checkpointer.write_weights_only(workdir, config, variables["params"],
+                                  variables["batch_stats"])
 
 
 def import_keras_model(keras_model, arch: str, width: float, workdir: str,

@@ -34,20 +34,8 @@ def staleness_scaling(config) -> str:
 
 
 def check_config(config) -> None:
-  """Raises ConfigError for an impossible staleness/worker/accumulation setting."""
-  if config.staleness < 0:
-    raise ConfigError(f"staleness must be >= 0, got {config.staleness}.")
-  if config.num_workers < 1:
-    raise ConfigError(f"num_workers must be >= 1, got {config.num_workers}.")
-  if config.worker_delays not in DELAY_MODES:
-    raise ConfigError(f"worker_delays={config.worker_delays!r} is unknown; allowed: "
-                      f"{', '.join(DELAY_MODES)}.")
-  scaling = staleness_scaling(config)
-  if scaling not in STALENESS_SCALINGS:
-    raise ConfigError(f"lr.staleness_scaling={scaling!r} is unknown; allowed: "
-                      f"{', '.join(STALENESS_SCALINGS)}.")
-  if config.grad_accum_steps < 1:
-    raise ConfigError(f"grad_accum_steps must be >= 1, got {config.grad_accum_steps}.")
+  """Raises ConfigError if the global batch does not split into the accumulation
+  micro-batches and virtual workers (ranges are validation.py's: checked before)."""
   micro = config.global_batch_size // config.grad_accum_steps
   if config.global_batch_size % config.grad_accum_steps:
     raise ConfigError(

@@ -10,13 +10,13 @@ not the scalars again: clu's LoggingWriter would print every metric a second tim
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import sys
 import time
 
 import jax
 from clu import metric_writers
+
+from mobilenet_jax.rundir import metrics_file
 
 TIMING_KEYS = ("steps_per_sec", "images_per_sec", "eta_s")
 
@@ -26,26 +26,21 @@ class MetricsLogger:
 
   def __init__(self, workdir: str):
     self.is_writer = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._workdir = workdir
     # TensorBoard only (not create_default_writer's extra LoggingWriter).
     self._writer = metric_writers.SummaryWriter(workdir) if self.is_writer else None
 
   def truncate_after(self, step: int) -> None:
-    """Drops lines past `step`: a resumed run rewrites what came after its checkpoint."""
-    if not self.is_writer or not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    with open(self.path, "w") as f:
-      f.writelines(kept)
+    """Drops rows past `step`: a resumed run rewrites what came after its checkpoint."""
+    if self.is_writer:
+      metrics_file.keep_through(self._workdir, step)
 
   def write(self, step: int, split: str, scalars: dict) -> None:
     """Records `scalars` (plain floats) for `split` at `step`."""
     if not self.is_writer:
       return
     self._writer.write_scalars(step, {f"{split}/{k}": v for k, v in scalars.items()})
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
+    metrics_file.append_row(self._workdir, {"step": step, "split": split, **scalars})
 
   def close(self) -> None:
     if self._writer is not None:

@@ -1,4 +1,7 @@
-"""Preemption: turn SIGTERM (and optionally SIGINT) into a flag the train loop polls.
+"""Preemption: turn SIGTERM and Ctrl-C (SIGINT) into a flag the train loop polls.
+
+A second Ctrl-C stops the process at once (exit status 130), touching nothing: a save
+in flight is left as Orbax's temporary directory, which never counts as a checkpoint.
 
 Cluster schedulers send SIGTERM some seconds before killing a job. The handler only
 sets a flag, since a signal can arrive in the middle of a jitted step or an Orbax write;
@@ -23,6 +26,7 @@ every `sync_every_steps` steps instead.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Sequence
@@ -33,6 +37,7 @@ import numpy as np
 # Fallback only: one all-gather per this many steps, a fraction of a second of
 # training apart on a pod, well inside a scheduler's SIGTERM grace period.
 SYNC_EVERY_STEPS = 20
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C.
 
 
 def _jax_preemption_service():
@@ -68,9 +73,16 @@ class PreemptionGuard:
     self.active = False
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if signum == signal.SIGINT and self.signal_received == signal.SIGINT:
+      os.write(2, b"error: interrupted twice: stopped at once; the checkpoints already "
+                  b"committed are intact (run the same command to resume).\n")
+      os._exit(INTERRUPTED_STATUS)  # pylint: disable=protected-access
     # Only set flags: anything heavier is unsafe inside a signal handler.
     self.requested = True
     self.signal_received = signum
+    if signum == signal.SIGINT:
+      os.write(2, b"Ctrl-C: saving a checkpoint at the next step boundary, then "
+                  b"stopping (Ctrl-C again stops at once).\n")
 
   def __enter__(self) -> "PreemptionGuard":
     multi_host = jax.process_count() > 1

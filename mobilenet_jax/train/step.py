@@ -52,7 +52,6 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, c
   `adjust_batch_stats(old, new)` may keep some BatchNorm statistics fixed (a frozen
   backbone); by default all are updated.
   """
-  async_emulation.check_config(config)
   staleness, workers = config.staleness, config.num_workers
   accum = config.grad_accum_steps
 

@@ -9,10 +9,11 @@ and, at the end, results.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
-import os
+import signal
 import time
 from typing import Any, Callable
 
@@ -20,33 +21,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from mobilenet_jax import config_validation, costs, data, models, run_dir, runtime
+from mobilenet_jax import costs, data, models, runtime
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
-from mobilenet_jax.train import (batchnorm, checkpointing, optimizers, preemption,
-                                 sharding, transfer)
+from mobilenet_jax.rundir import checkpointer as checkpointer_lib
+from mobilenet_jax.rundir import results as results_lib
+from mobilenet_jax.rundir.lock import RunLock
+from mobilenet_jax.train import (batchnorm, optimizers, preemption, run_plan, sharding,
+                                 transfer, validation)
 from mobilenet_jax.train.evaluation import evaluate
 from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress, ProgressLine
 from mobilenet_jax.train.state import create_train_state
 from mobilenet_jax.train.step import make_eval_step, make_train_step
-
-
-def total_train_steps(config, num_train_examples: int) -> tuple[int, int]:
-  """(steps per epoch, total steps) for the config and the train split size."""
-  steps_per_epoch = num_train_examples // config.global_batch_size
-  if steps_per_epoch < 1:
-    raise ConfigError(
-        f"global_batch_size={config.global_batch_size} is larger than the train split "
-        f"({num_train_examples} examples): lower it, e.g. "
-        f"--config.global_batch_size={_suggested_batch(num_train_examples)} (or "
-        f"batch= in the config argument).")
-  if config.num_train_steps > 0:
-    return steps_per_epoch, config.num_train_steps
-  return steps_per_epoch, max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
-
-
-def _suggested_batch(num_train_examples: int) -> int:
-  """The largest power of two that gives at least ten steps per epoch (at least 1)."""
-  return max(1, 2 ** int(math.log2(max(1, num_train_examples // 10))))
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> None:
@@ -74,7 +59,7 @@ class _Run:
   mesh: jax.sharding.Mesh
   train_step: Callable
   eval_step: Callable
-  checkpointer: checkpointing.Checkpointer
+  checkpointer: checkpointer_lib.Checkpointer
   steps_per_epoch: int
   total_steps: int
 
@@ -82,19 +67,6 @@ class _Run:
     """Exact loss, top-1 and top-5 of `variables` over the eval split."""
     return evaluate(self.eval_step, variables, self.config.data,
                     self.config.eval_batch_size, self.mesh)
-
-
-def _steps_for_dataset(config) -> tuple[int, int]:
-  """(steps per epoch, total steps), after checking the config against the dataset."""
-  info = data.get_dataset_info(config.data)
-  if config.model.num_classes != info.num_classes:
-    raise ConfigError(
-        f"model.num_classes={config.model.num_classes} but dataset {config.data.name!r} "
-        f"has {info.num_classes} classes; set --config.model.num_classes="
-        f"{info.num_classes}.")
-  sharding.check_batch_size("global_batch_size", config.global_batch_size)
-  sharding.check_batch_size("eval_batch_size", config.eval_batch_size)
-  return total_train_steps(config, info.num_train_examples)
 
 
 def _jit_steps(model, optimizer, config, schedule, adjust_batch_stats, mesh):
@@ -110,11 +82,11 @@ def _jit_steps(model, optimizer, config, schedule, adjust_batch_stats, mesh):
   return train_step, eval_step
 
 
-def _build_run(config, workdir: str) -> tuple[_Run, Any]:
+def _build_run(config, workdir: str, plan: run_plan.RunPlan) -> tuple[_Run, Any]:
   """The run's model, jitted steps and checkpointer, and the state to start from:
   the latest readable checkpoint, else another run's weights (`init_from`), else a
   fresh initialization."""
-  steps_per_epoch, total_steps = _steps_for_dataset(config)
+  steps_per_epoch, total_steps = plan.steps_per_epoch, plan.total_steps
   config = batchnorm.resolve_momentum(config, total_steps)
   model = models.create(config.model, bn_group_size=config.bn_group_size,
                         frozen_bn=batchnorm.bn_frozen(config))
@@ -131,12 +103,12 @@ def _build_run(config, workdir: str) -> tuple[_Run, Any]:
   state = create_train_state(variables, optimizer, config.staleness, state_rng)
   state = jax.device_put(state, sharding.replicated(mesh))
 
-  checkpointer = checkpointing.Checkpointer(workdir, config)
+  checkpointer = checkpointer_lib.Checkpointer(workdir, config)
   with checkpointer.closed_on_error():
     if checkpointer.latest_step() is None:
       state = transfer.init_from(config, state)
-    state = checkpointer.restore_or_initial(
-        state, check_config=run_dir.check_compatible(config))
+    # Whether this config may resume the workdir's run was checked by run_plan.
+    state = checkpointer.restore_or_initial(state)
   train_step, eval_step = _jit_steps(model, optimizer, config, schedule,
                                      adjust_batch_stats, mesh)
   return _Run(config, workdir, model, mesh, train_step, eval_step, checkpointer,
@@ -153,19 +125,43 @@ def _evaluate_both(run: _Run, state, step: int, logger, console) -> dict:
   return {"raw": raw, "ema": ema}
 
 
-def _train_loop(run: _Run, state, logger, progress) -> tuple[Any, dict, bool]:
+def _save_and_evaluate(run: _Run, state, step: int, *, save: bool, evaluate_now: bool,
+                       force: bool, logger, console) -> dict:
+  """Checkpoints and/or evaluates at `step`; returns the evaluation ({} if none).
+
+  A forced save (the last step, a stop request) comes first, so a failing evaluation
+  loses no training. A periodic save follows its evaluation, whose top-1 ranks it for
+  `keep_best_checkpoint`; should that evaluation fail, the step is saved first anyway.
+  """
+  if save and (force or not evaluate_now):
+    run.checkpointer.save(state, force=force)
+    save = False
+  if not evaluate_now:
+    return {}
+  try:
+    evaluation = _evaluate_both(run, state, step, logger, console)
+  except BaseException:
+    if save:
+      run.checkpointer.save(state, force=True)
+    raise
+  if save:
+    run.checkpointer.save(state, metrics=evaluation["raw"])
+  return evaluation
+
+
+def _train_loop(run: _Run, state, logger, progress, guard) -> tuple[Any, dict, bool]:
   """Trains from `state.step` to the last step: logs, evaluates and checkpoints.
 
-  Returns (state, the last evaluation or {} if none ran, whether a SIGTERM stopped
-  the run; its checkpoint is then saved).
+  Returns (state, the last evaluation or {} if none ran, whether a stop request
+  (SIGTERM, Ctrl-C) ended the run early; its checkpoint is then saved).
   """
   config, start_step, total_steps = run.config, int(state.step), run.total_steps
   console = ProgressLine(total_steps)
   pending: list[tuple[int, dict]] = []
+  final_metrics = {}
   batches = data.train_batches(config.data, config.global_batch_size, config.seed,
                                start_step)
-  final_metrics = {}
-  with preemption.PreemptionGuard() as guard:
+  try:
     for step in range(start_step + 1, total_steps + 1):
       state, metrics = run.train_step(state,
                                       sharding.global_batch(next(batches), run.mesh))
@@ -180,33 +176,76 @@ def _train_loop(run: _Run, state, logger, progress) -> tuple[Any, dict, bool]:
         pending = []
         logger.write(step, "train", {**scalars, **rates})
         console.update(step, scalars, rates)
-      eval_metrics = None
-      if is_last or (config.eval_every_steps and step % config.eval_every_steps == 0):
-        with progress.paused():
-          _check_finite(pending)
-          final_metrics = _evaluate_both(run, state, step, logger, console)
-          eval_metrics = final_metrics["raw"]
       stop = guard.should_stop(step)  # The same on every host, no per-step collective.
+      evaluate_now = is_last or bool(config.eval_every_steps
+                                     and step % config.eval_every_steps == 0)
       every = config.checkpoint_every_steps
-      if stop or is_last or (every and step % every == 0):
+      save = stop or is_last or bool(every and step % every == 0)
+      if save or evaluate_now:
         with progress.paused():
-          _check_finite(pending)  # Never write a checkpoint of a diverged run.
-          run.checkpointer.save(state, metrics=eval_metrics, force=stop or is_last)
+          _check_finite(pending)  # Never evaluate or save a diverged run.
+          final_metrics = _save_and_evaluate(
+              run, state, step, save=save, evaluate_now=evaluate_now,
+              force=stop or is_last, logger=logger, console=console) or final_metrics
       if stop and not is_last:
         return state, final_metrics, True
+  finally:
+    batches.close()  # Ends its prefetch threads now, not at interpreter exit.
   return state, final_metrics, False
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _stopped_early(run: _Run, state, guard, workdir: str) -> dict:
+  """Waits for the stop request's checkpoint and says how to resume."""
+  run.checkpointer.wait()
+  step = int(state.step)
+  why = "Interrupted (Ctrl-C)" if guard.signal_received == signal.SIGINT else "Preempted"
+  logging.warning("%s: saved step %d in %s.", why, step, workdir)
+  print(f"{why}: saved a checkpoint at step {step} in {workdir}; run the same command "
+        "again to resume.", flush=True)
+  return {"preempted_at_step": step,
+          "signal": signal.Signals(guard.signal_received or signal.SIGTERM).name}
+
+
+@contextlib.contextmanager
+def _out_of_memory_named(config):
+  """Turns XLA's RESOURCE_EXHAUSTED into one line that names the batch to lower."""
+  try:
+    yield
+  except jax.errors.JaxRuntimeError as error:
+    if "RESOURCE_EXHAUSTED" not in str(error):
+      raise
+    raise ConfigError(
+        f"out of memory on {jax.default_backend()} with global_batch_size="
+        f"{config.global_batch_size} ({jax.device_count()} device(s)): lower it, e.g. "
+        f"--config.global_batch_size={max(1, config.global_batch_size // 2)}, or raise "
+        "grad_accum_steps.") from None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       validated: bool = False) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
 
-  Returns the final results (also written to WORKDIR/results.json by process 0), or
-  {"preempted_at_step": N} when a SIGTERM stopped the run after saving step N.
+  Checks the config first (`validation.validate`, skipped when the caller already
+  did: `validated=True`; then `run_plan.check_environment`) and holds the run lock
+  while it trains. Returns the final results (also written to WORKDIR/results.json by
+  process 0), or {"preempted_at_step": N, "signal": ...} when SIGTERM or Ctrl-C
+  stopped the run after saving step N.
   """
   start_time = time.time()
-  config_validation.validate(config, workdir)  # Every config error now, in one line.
-  os.makedirs(workdir, exist_ok=True)
-  run, state = _build_run(config, workdir)
+  if not validated:
+    validation.validate(config)
+  plan = run_plan.check_environment(config, workdir)
+  logging.info("JAX %s: %d process(es), %d device(s): %s", jax.__version__,
+               jax.process_count(), jax.device_count(), jax.devices()[:4])
+  lock = RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  with lock, _out_of_memory_named(config):
+    run, state = _build_run(config, workdir, plan)
+    results = _train_and_report(run, state, workdir, start_time)
+  return results
+
+
+def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict:
+  """Trains from `state`, evaluates, writes results.json; see train_and_evaluate."""
   start_step = int(state.step)
   logger = MetricsLogger(workdir)
   logger.truncate_after(start_step)
@@ -215,30 +254,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                jax.device_count())
   progress = Progress(start_step, run.total_steps, run.config.global_batch_size)
   try:
-    state, final_metrics, preempted = _train_loop(run, state, logger, progress)
-    if preempted:
-      run.checkpointer.wait()
-      step = int(state.step)
-      logging.warning("Preempted (SIGTERM): saved step %d in %s; run the same command "
-                      "again to resume.", step, workdir)
-      print(f"Preempted: saved a checkpoint at step {step} in {workdir}; run the same "
-            "command again to resume.", flush=True)
-      return {"preempted_at_step": step}
+    with preemption.PreemptionGuard((signal.SIGTERM, signal.SIGINT)) as guard:
+      state, final_metrics, stopped = _train_loop(run, state, logger, progress, guard)
+    if stopped:
+      return _stopped_early(run, state, guard, workdir)
     if not final_metrics:  # The workdir held a finished run: report on it again.
       final_metrics = {"raw": run.evaluate(state.variables),
                        "ema": run.evaluate(state.ema_variables)}
   finally:
     # A save still in flight must finish (or fail) before the process exits, also
     # when training stops on an error.
-    run.checkpointer.wait()
-    run.checkpointer.close()
-    logger.close()
-
-  results = run_dir.Results.of_run(
+    try:
+      run.checkpointer.close()
+    finally:
+      logger.close()
+  results = results_lib.Results.of_run(
       run.config, final_metrics, run.total_steps,
       costs.count_costs(run.model, run.config.data.image_size),
       eval_split=data.resolve_split(run.config.data, run.config.data.eval_split),
       wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec)
   if jax.process_index() == 0:
-    run_dir.write_results(workdir, results)
+    results_lib.write_results(workdir, results)
   return results.to_json()

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mobilenet_jax import run_dir
+from mobilenet_jax.rundir import readers
 from mobilenet_jax.errors import CheckpointError
 
 PyTree = Any
@@ -81,8 +81,10 @@ def init_from(config, state):
   if not source:
     return state
   step = config.init_from.get("step", -1)
-  weights, _, _ = run_dir.restore_weights(
-      source, None if step is None or step < 0 else step)
+  # Read where the state's arrays live (replicated over the run's mesh).
+  sharding = jax.tree.leaves(state.params)[0].sharding
+  weights, _, _ = readers.restore_weights(
+      source, sharding, None if step is None or step < 0 else step)
   backbone_only = bool(config.init_from.get("backbone_only", False))
   params = _graft("params", state.params, weights["params"], source, backbone_only)
   batch_stats = _graft("batch_stats", state.batch_stats, weights["batch_stats"],

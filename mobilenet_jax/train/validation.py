@@ -1,20 +1,20 @@
-"""One check of a whole training config, before anything expensive starts.
+"""Phase 1 of two: the static check of a whole training config.
 
-`validate(config)` runs in well under a second, before any dataset is read, model
-built or program compiled, and raises one `ConfigError` listing every problem it
-finds, each naming the key, the value and what is allowed. Without it a bad value
-surfaces wherever it is first used: a TensorFlow resize error for a negative image
-size, a ValueError from the input pipeline after a minute of training for an unknown
-`data.on_corrupt_image`. The allowed values come from the modules that use them.
+`validate(config)` reads nothing but the config: it runs in well under a second,
+before any dataset is read, model built or program compiled, and raises one
+`ConfigError` listing every problem it finds, each naming the key, the value and what
+is allowed. Without it a bad value surfaces wherever it is first used: a TensorFlow
+resize error for a negative image size, a ValueError from the input pipeline after a
+minute of training for an unknown `data.on_corrupt_image`. The allowed values come
+from the modules that use them.
 
-What needs the devices (batch sizes that must split over them) or the dataset (class
-counts, split names) is checked where those are known, also before compiling.
+Phase 2, what needs the devices, the dataset or the run directory, is
+`run_plan.check_environment`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 from mobilenet_jax import data
 from mobilenet_jax import models
@@ -164,35 +164,14 @@ def _init_from(p: _Problems) -> None:
   p.flag("init_from.backbone_only")
   p.flag("init_from.freeze_backbone")
   p.flag("init_from.freeze_bn", default=True)
-  source = p.get("init_from.workdir")
-  if not source:
-    return
-  root = os.path.join(str(source), "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(
-      root) else []
-  if not steps:
-    p.messages.append(f"init_from.workdir={source!r} holds no checkpoint (no "
-                      f"{root}/<step>/; allowed: the workdir of a finished run)")
-  step = p.get("init_from.step", -1)
-  if steps and isinstance(step, int) and step >= 0 and step not in steps:
-    p.messages.append(f"init_from.step={step} has no checkpoint in {source!r} "
-                      f"(allowed: -1 for the latest, or one of {steps})")
 
 
-def validate(config, workdir: str | None = None) -> None:
+def validate(config) -> None:
   """Raises one ConfigError naming every bad key of a training config, with what
-  is allowed; returns None if the config is sound.
-
-  With `workdir`, also raises CheckpointError if the run there was trained with a
-  config that builds another state (it could not be resumed with this one).
-  """
+  is allowed; returns None if the config is sound."""
   problems = _Problems(config)
   for check in (_data, _model, _recipe, _async, _loop_and_checkpoints, _init_from):
     check(problems)
   if problems.messages:
     plural = "s" if len(problems.messages) > 1 else ""
     raise ConfigError(f"bad config value{plural}: {'; '.join(problems.messages)}.")
-  if workdir:
-    from mobilenet_jax import run_dir  # pylint: disable=g-import-not-at-top
-    from mobilenet_jax.train import checkpointing  # pylint: disable=g-import-not-at-top
-    checkpointing.check_resumable(workdir, run_dir.check_compatible(config))

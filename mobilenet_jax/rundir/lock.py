@@ -1,0 +1,114 @@
+"""One writer per run directory: WORKDIR/run.lock.
+
+A trainer (or an import that writes a run) holds the lock for its lifetime. On a local
+file system the lock is an `flock` on the file, which the kernel releases when its
+holder dies however it dies, so a dead holder's lock is simply taken over (with a
+note naming it); the file's text (host, PID, start time) names the holder for the
+message a second writer gets. Readers (evaluate, predict, export, compare) take no lock.
+
+On object storage (gs://) there is no flock: the file's presence is the lock, and a
+second writer is refused with the holder named and how to clear a dead one's lock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+
+from mobilenet_jax.errors import ConfigError, UserError
+from mobilenet_jax.rundir import layout
+
+
+class RunLockedError(UserError):
+  """Another live process is training in this run directory."""
+
+
+def _holder_text() -> str:
+  return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                     "started": datetime.datetime.now().astimezone().isoformat(
+                         timespec="seconds")})
+
+
+def _describe(text: str) -> str:
+  try:
+    holder = json.loads(text)
+    return f"PID {holder['pid']} on {holder['host']}, started {holder['started']}"
+  except (ValueError, KeyError, TypeError):
+    return "an unknown process"
+
+
+def _workdir_error(workdir, error: OSError) -> ConfigError:
+  reason = os.strerror(error.errno) if error.errno else str(error)
+  return ConfigError(f"--workdir={workdir}: cannot write the run directory ({reason}); "
+                     "choose a writable directory.")
+
+
+class RunLock:
+  """`with RunLock(workdir):` holds WORKDIR/run.lock, or raises RunLockedError."""
+
+  def __init__(self, workdir):
+    self._workdir = str(workdir)
+    self._path = layout.lock_path(workdir)
+    self._fd: int | None = None
+    self._holds_remote = False
+
+  def acquire(self) -> "RunLock":
+    """Takes the lock; RunLockedError naming the holder if a live one has it."""
+    if "://" in self._workdir:
+      return self._acquire_remote()
+    try:
+      os.makedirs(self._workdir, exist_ok=True)
+      fd = os.open(str(self._path), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+      raise _workdir_error(self._workdir, error) from None
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      holder = os.read(fd, 4096).decode("utf-8", "replace")
+      os.close(fd)
+      if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+        raise _workdir_error(self._workdir, error) from None
+      raise RunLockedError(
+          f"{self._workdir} is in use by another trainer ({_describe(holder)}); wait "
+          "for it to finish, stop it, or choose another --workdir.") from None
+    previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    if previous:
+      logging.warning("Took over %s from a writer that did not release it (%s; it is "
+                      "no longer running).", self._path, _describe(previous))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, _holder_text().encode(), 0)
+    self._fd = fd
+    return self
+
+  def _acquire_remote(self) -> "RunLock":
+    if self._path.exists():
+      raise RunLockedError(
+          f"{self._workdir} is in use by another trainer "
+          f"({_describe(self._path.read_text())}); if that process is gone, delete "
+          f"{self._path} and run again.")
+    self._path.parent.mkdir(parents=True, exist_ok=True)
+    self._path.write_text(_holder_text())
+    self._holds_remote = True
+    return self
+
+  def release(self) -> None:
+    """Gives the lock back (empties the file: no holder)."""
+    if self._fd is not None:
+      os.ftruncate(self._fd, 0)
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+    elif self._holds_remote:
+      self._path.unlink(missing_ok=True)
+      self._holds_remote = False
+
+  def __enter__(self) -> "RunLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()

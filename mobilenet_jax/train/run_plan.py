@@ -1,0 +1,103 @@
+"""Phase 2 of two: the config against this run's environment, and the run's length.
+
+`check_environment(config, workdir)` runs once the devices are up and TensorFlow is
+loaded, before any model is built or program compiled. It checks what the static
+`validation.validate` cannot see, each thing once: the run directory is usable, the
+batch sizes split over the devices (and so over the processes), the model's classes
+match the dataset's, one batch fits in the train split, `init_from` names a run with a
+checkpoint, and a checkpoint already in the workdir can be resumed with this config.
+It raises ConfigError (CheckpointError for a workdir holding another config's run)
+and returns the `RunPlan`: steps per epoch are computed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import jax
+
+from mobilenet_jax import data
+from mobilenet_jax.errors import ConfigError
+from mobilenet_jax.rundir import identity, layout, readers
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """How long the run is: from the config and the size of the train split."""
+  num_train_examples: int
+  steps_per_epoch: int
+  total_steps: int
+
+
+def _suggested_batch(num_train_examples: int) -> int:
+  """The largest power of two that gives at least ten steps per epoch (at least 1)."""
+  return max(1, 2 ** int(math.log2(max(1, num_train_examples // 10))))
+
+
+def plan(config, num_train_examples: int) -> RunPlan:
+  """The run's length; ConfigError if one global batch does not fit in the split."""
+  steps_per_epoch = data.steps_per_epoch(num_train_examples, config.global_batch_size)
+  if steps_per_epoch < 1:
+    raise ConfigError(
+        f"global_batch_size={config.global_batch_size} is larger than the train split "
+        f"({num_train_examples} examples): lower it, e.g. "
+        f"--config.global_batch_size={_suggested_batch(num_train_examples)} (or "
+        f"batch= in the config argument).")
+  if config.num_train_steps > 0:
+    total = config.num_train_steps
+  else:
+    total = max(1, int(math.ceil(config.num_epochs * steps_per_epoch)))
+  return RunPlan(num_train_examples, steps_per_epoch, total)
+
+
+def _check_workdir(workdir) -> None:
+  if not str(workdir or "").strip():
+    raise ConfigError("--workdir is empty: name the run directory, e.g. "
+                      "--workdir=runs/my_run.")
+  if "://" not in str(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file, not a directory: choose another "
+                      "--workdir.")
+
+
+def _check_devices(config) -> None:
+  devices = jax.device_count()
+  for name in ("global_batch_size", "eval_batch_size"):
+    value = config[name]
+    if value % devices:
+      raise ConfigError(
+          f"{name}={value} must be a multiple of the device count ({devices}: "
+          f"{jax.process_count()} process(es) x {jax.local_device_count()}); e.g. "
+          f"--config.{name}={max(devices, value // devices * devices)}.")
+
+
+def _check_init_from(config) -> None:
+  source = config.init_from.get("workdir")
+  if not source:
+    return
+  steps = layout.step_dirs(source)
+  if not steps:
+    raise ConfigError(f"init_from.workdir={source!r} holds no checkpoint (no "
+                      f"{layout.checkpoint_dir(source)}/<step>/): name the workdir of "
+                      "a finished run.")
+  step = config.init_from.get("step", -1)
+  if step >= 0 and step not in steps:
+    raise ConfigError(f"init_from.step={step} has no checkpoint in {source!r}: use -1 "
+                      f"for the latest, or one of {steps}.")
+
+
+def check_environment(config, workdir) -> RunPlan:
+  """Checks `config` against the devices, the dataset and `workdir` (module doc)."""
+  _check_workdir(workdir)
+  _check_devices(config)
+  info = data.get_dataset_info(config.data)
+  if config.model.num_classes != info.num_classes:
+    raise ConfigError(
+        f"model.num_classes={config.model.num_classes} but dataset {config.data.name!r} "
+        f"has {info.num_classes} classes; set --config.model.num_classes="
+        f"{info.num_classes}.")
+  run_plan = plan(config, info.num_train_examples)
+  _check_init_from(config)
+  readers.check_resumable(workdir, identity.check_compatible(config))
+  return run_plan
