@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 import jax
 
-from mobilenet_jax import console, errors, restore, runtime
+from mobilenet_jax import console, data, errors, restore, runtime
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.errors import cli_main
 from mobilenet_jax.train import evaluation, sharding
@@ -58,6 +58,13 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
   model, variables, config = restore.load(workdir, step=step, ema=ema)
   if data_dir:
     config.data.data_dir = data_dir
+  classes = data.get_dataset_info(config.data).num_classes
+  if classes != config.model.num_classes:
+    where = config.data.data_dir or "the default data_dir"
+    raise ConfigError(
+        f"the dataset {config.data.name!r} in {where} has {classes} classes, the model "
+        f"of {workdir} {config.model.num_classes}: evaluate it on the dataset it was "
+        "trained on (check --data_dir).")
   split = split or config.data.eval_split
   metrics = evaluate(model, variables, config.data,
                      batch_size or config.eval_batch_size, split)

@@ -91,6 +91,13 @@ CASES = [
     Case("resume_with_other_model", (_V1, "--config.model.width=0.5"),
          ("different config", "model.width: 0.25 (checkpoint) vs 0.5 (now)"),
          only_line=False),
+    Case("workdir_is_a_file", (_V1, "--workdir={file}"),
+         ("is a file, not a directory", "choose another --workdir"), only_line=False),
+    Case("workdir_empty", (_V1, "--workdir="), ("--workdir is empty",), only_line=False),
+    # /sys refuses new directories even to root (as a read-only mount would).
+    Case("workdir_not_writable", (_V1, "--workdir=/sys/mobilenet_jax_run"),
+         ("--workdir=/sys/mobilenet_jax_run", "cannot write the run directory"),
+         only_line=False),
     Case("every_checkpoint_corrupt", (_V1, "--workdir={corrupt}"),
          ("No usable checkpoint", "could not be restored"), only_line=False),
     Case("evaluate_unknown_split", ("--workdir={workdir}", "--split=tset"),
@@ -131,8 +138,10 @@ def inputs(trained_tiny_run, tmp_path_factory):
   (empty / "train" / "a").mkdir(parents=True)
   (empty / "val" / "a").mkdir(parents=True)
   Image.new("RGB", (40, 40), (9, 9, 9)).save(empty / "val" / "a" / "x.png")
+  a_file = root / "a_file"
+  a_file.write_text("not a run directory")
   return {"workdir": workdir, "corrupt": corrupt, "data": str(root),
-          "empty": str(empty), "overrides": overrides}
+          "empty": str(empty), "file": str(a_file), "overrides": overrides}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -55,15 +55,21 @@ def _options() -> tf.data.Options:
 def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
   """Iterates a batched dataset as numpy dicts, with readable corrupt-image errors."""
   iterator = iter(ds.as_numpy_iterator())
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      return
-    except tf.errors.OpError as e:
-      decode.reraise_corrupt(e)
-      raise
-    yield batch
+  try:
+    while True:
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        decode.reraise_corrupt(e)
+        raise
+      yield batch
+  finally:
+    # Ends the prefetch threads now. Kept alive by an error's traceback, the
+    # iterator would be destroyed at interpreter shutdown, where its destructor can
+    # wait forever on them (a corrupt eval image used to hang the process that way).
+    del iterator
 
 
 def _fold(seed: tf.Tensor, value) -> tf.Tensor:

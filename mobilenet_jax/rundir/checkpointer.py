@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from typing import Any, Callable
 
 import flax
@@ -29,7 +30,7 @@ import orbax.checkpoint as ocp
 
 from mobilenet_jax.errors import CheckpointError, TrainingDivergedError
 from mobilenet_jax.rundir import checkpoint_store as store
-from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir import layout, orbax_quiet
 from mobilenet_jax.rundir.lock import RunLock
 
 PyTree = Any
@@ -46,19 +47,33 @@ def _json_metrics(metrics: dict) -> dict:
   return out
 
 
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")  # How TensorStore reports errno.
+
+
+def _os_reason(error: BaseException) -> str | None:
+  """The operating system's reason a write failed ("No space left on device"), if
+  the chain of `error` carries one."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return os.strerror(error.errno)
+    match = _OS_ERROR_CODE.search(str(error))
+    if match:
+      return os.strerror(int(match.group(1)))
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def _write_error(directory: str, step: int | None, error: BaseException,
                  last_good: int | None) -> CheckpointError:
   """One line for a save that failed: the OS's reason, and what survives."""
-  cause = error
-  while cause.__cause__ is not None or cause.__context__ is not None:
-    if isinstance(cause, OSError):
-      break
-    cause = cause.__cause__ or cause.__context__
-  reason = (os.strerror(cause.errno) if isinstance(cause, OSError) and cause.errno
-            else store.orbax_quiet.reason(error))
+  reason = _os_reason(error) or orbax_quiet.reason(error)
   which = f"step {step}" if step is not None else "a checkpoint"
   kept = (f"the committed checkpoints up to step {last_good} are intact"
           if last_good is not None else "no checkpoint was committed")
+  # The failed write's other coroutines would report themselves at exit.
+  orbax_quiet.collect_abandoned_reads()
   return CheckpointError(f"could not write {which} in {directory}: {reason}; {kept}. "
                          "Free space or fix the directory, then run the same command "
                          "to resume.")

@@ -58,7 +58,7 @@ def keep_through(workdir, step: int) -> None:
   kept = [row for row in read_rows(workdir) if row["step"] <= step]
   partial = path.parent / (path.name + ".partial")
   partial.write_text("".join(json.dumps(row) + "\n" for row in kept))
-  partial.rename(path)
+  partial.replace(path)
 
 
 def append_row(workdir, row: dict) -> None:

@@ -81,7 +81,8 @@ def call_quietly_on_failure(fn):
 
 
 def collect_abandoned_reads() -> None:
-  """Quiets the reads Orbax abandons when one array of a restore fails.
+  """Quiets the reads (and writes) Orbax abandons when one array of a restore (or
+  save) fails; the caller reports the failure in one line.
 
   From the first failed restore on, unraisable errors from Orbax coroutines go to the
   debug log; any other still prints.
@@ -100,6 +101,7 @@ def collect_abandoned_reads() -> None:
   hook._quiets_orbax = True  # pylint: disable=protected-access
   sys.unraisablehook = hook
   logging.getLogger("asyncio").addFilter(_AbandonedOrbaxFutures())
+  logging.getLogger("absl").addFilter(_FailedOrbaxThreads())
   gc.collect()
 
 
@@ -110,3 +112,12 @@ class _AbandonedOrbaxFutures(logging.Filter):
     message = record.getMessage().lower()
     return not ("exception was never retrieved" in message
                 and ("orbax" in message or "ocdbt" in message))
+
+
+class _FailedOrbaxThreads(logging.Filter):
+  """Drops Orbax's per-thread "raised an exception" records of a failed save: the
+  same error reaches the caller, who reports it once."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR
+                and "_SignalingThread.run() raised an exception" in record.getMessage())

@@ -114,7 +114,7 @@ def write_results(workdir, results: Results) -> None:
   target = layout.results_path(workdir)
   partial = target.parent / (target.name + ".partial")
   partial.write_text(json.dumps(results.to_json(), indent=2))
-  partial.rename(target)
+  partial.replace(target)
 
 
 def read_results(workdir) -> Results:

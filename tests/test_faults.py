@@ -1,0 +1,192 @@
+"""Faults an operator meets: one writer per run, torn files, non-finite states, disks
+that fill, steps that vanish under a reader. In-process, on tiny states (the
+trainings that need a whole process are in test_faults_end_to_end.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mobilenet_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
+from mobilenet_jax.rundir import checkpoint_store, layout, lock, metrics_file, readers
+from mobilenet_jax.rundir import checkpointer as checkpointing
+from mobilenet_jax.rundir import results as run_results
+from tests import ckpt_helpers as h
+
+
+# ---------------------------------------------------------------- one writer
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+  with lock.RunLock(tmp_path):
+    with pytest.raises(lock.RunLockedError) as error:
+      lock.RunLock(tmp_path).acquire()
+  message = str(error.value)
+  assert f"PID {os.getpid()}" in message and "in use by another trainer" in message
+  with lock.RunLock(tmp_path):  # Released: taken again without a note.
+    pass
+
+
+def test_lock_of_a_dead_holder_is_taken_over_with_a_note(tmp_path, caplog):
+  code = ("import os, sys; from mobilenet_jax.rundir import lock; "
+          "l = lock.RunLock(sys.argv[1]).acquire(); print(os.getpid(), flush=True); "
+          "os._exit(9)")  # Dies holding it: no release.
+  proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=h.REPO,
+                        env=dict(os.environ, PYTHONPATH=h.REPO), capture_output=True,
+                        text=True, timeout=60, check=False)
+  dead_pid = proc.stdout.strip()
+  assert proc.returncode == 9 and dead_pid, proc.stderr
+  with caplog.at_level(logging.WARNING), lock.RunLock(tmp_path):
+    assert json.loads(layout.lock_path(tmp_path).read_text())["pid"] == os.getpid()
+  assert f"PID {dead_pid}" in caplog.text and "no longer running" in caplog.text
+
+
+def test_unwritable_workdir_is_one_config_error():
+  # /sys refuses new directories even to root, as a read-only mount would.
+  with pytest.raises(ConfigError, match="cannot write the run directory"):
+    lock.RunLock("/sys/mobilenet_jax_run").acquire()
+
+
+# ---------------------------------------------------------------- torn files
+
+def test_torn_metrics_tail_is_dropped_and_the_rows_before_kept(tmp_path, caplog):
+  rows = [{"step": s, "split": "train", "loss": 1.0 / s} for s in (1, 2, 3)]
+  for row in rows:
+    metrics_file.append_row(tmp_path, row)
+  with layout.metrics_path(tmp_path).open("a") as f:
+    f.write('{"step": 4, "split": "tra')  # A kill in the middle of a write.
+  with caplog.at_level(logging.WARNING):
+    assert metrics_file.read_rows(tmp_path) == rows
+  assert "torn last line 4" in caplog.text
+  metrics_file.keep_through(tmp_path, 2)  # What a resume from step 2 does.
+  assert metrics_file.read_rows(tmp_path) == rows[:2]
+  metrics_file.append_row(tmp_path, rows[2])
+  assert metrics_file.read_rows(tmp_path) == rows
+
+
+def test_damaged_metrics_row_before_the_end_names_the_line(tmp_path):
+  path = layout.metrics_path(tmp_path)
+  path.write_text('{"step": 1, "split": "train"}\nGARBAGE\n{"step": 3, "split": "x"}\n')
+  with pytest.raises(metrics_file.MetricsFileError, match="line 2 is not a metrics row"):
+    metrics_file.read_rows(tmp_path)
+
+
+def test_truncated_results_is_unfinished_not_a_crash(tmp_path):
+  assert not run_results.is_finished(tmp_path)
+  layout.results_path(tmp_path).write_text('{"config": {"model": {"na')
+  assert not run_results.is_finished(tmp_path)
+  with pytest.raises(run_results.ResultsError, match="truncated"):
+    run_results.read_results(tmp_path)
+
+
+# ---------------------------------------------------------------- non-finite states
+
+def _poisoned(state):
+  """`state` with one parameter array and one BatchNorm statistic made inf/NaN."""
+  params = dict(state.params, classifier={**state.params["classifier"],
+                                          "bias": state.params["classifier"]["bias"] + jnp.inf})
+  stats = jax.tree.map(lambda x: x * jnp.nan, state.batch_stats)
+  return state.replace(params=params, batch_stats=stats)
+
+
+def test_non_finite_state_is_never_saved(tmp_path):
+  cfg = h.config()
+  with checkpointing.Checkpointer(tmp_path, cfg) as ckpt:
+    assert ckpt.save(h.fake_state(cfg, step=10), force=True)
+    ckpt.wait()
+    with pytest.raises(TrainingDivergedError) as error:
+      ckpt.save(_poisoned(h.fake_state(cfg, step=20)), force=True)
+  message = str(error.value)
+  assert "by step 20" in message and "last checkpoint: step 10" in message
+  assert "params: 1 of" in message and "batch_stats: 2 of 2 arrays" in message
+  assert layout.step_dirs(tmp_path) == [10]
+
+
+def test_resume_skips_a_non_finite_checkpoint_like_a_corrupt_one(tmp_path, monkeypatch):
+  cfg = h.config()
+  with checkpointing.Checkpointer(tmp_path, cfg) as ckpt:
+    ckpt.save(h.fake_state(cfg, step=10, value=1.0), force=True)
+  # A checkpoint written by code that did not check (an older version of this one).
+  monkeypatch.setattr(checkpoint_store, "non_finite_report", lambda state: "")
+  with checkpointing.Checkpointer(tmp_path, cfg) as ckpt:
+    ckpt.save(_poisoned(h.fake_state(cfg, step=20, value=1.0)), force=True)
+  monkeypatch.undo()
+  restored = checkpointing.Checkpointer(tmp_path, cfg).restore_or_initial(
+      h.fake_state(cfg, value=5.0))
+  h.assert_trees_equal(restored, h.fake_state(cfg, step=10, value=1.0))
+  assert layout.step_dirs(tmp_path) == [10]
+  assert os.path.isdir(layout.corrupt_step_path(tmp_path, 20))
+
+
+# ---------------------------------------------------------------- full disk
+
+@pytest.fixture(name="tiny_disk")
+def _tiny_disk(tmp_path):
+  """A 2 MiB tmpfs, or a skip where this machine cannot mount one."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                        capture_output=True, check=False)
+  if done.returncode:
+    pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+  yield str(mount)
+  subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_full_disk_during_a_save_is_one_line_and_earlier_steps_survive(tiny_disk):
+  cfg = h.config()
+  ckpt = checkpointing.Checkpointer(tiny_disk, cfg)
+  assert ckpt.save(h.fake_state(cfg, step=10, size=1000), force=True)
+  ckpt.wait()
+  with pytest.raises(CheckpointError) as error:
+    ckpt.save(h.fake_state(cfg, step=20, size=600_000), force=True)
+    ckpt.wait()
+  message = str(error.value)
+  assert "\n" not in message and "could not write step 20" in message
+  assert "No space left on device" in message and "up to step 10 are intact" in message
+  ckpt.close()
+  restored = checkpointing.Checkpointer(tiny_disk, cfg).restore_or_initial(
+      h.fake_state(cfg, size=1000))
+  assert int(restored.step) == 10
+
+
+# ---------------------------------------------------------------- readers
+
+def test_reader_moves_past_a_step_deleted_while_it_reads(tmp_path, monkeypatch):
+  cfg = h.config(keep_checkpoints=1)
+  with checkpointing.Checkpointer(tmp_path, cfg) as ckpt:
+    ckpt.save(h.fake_state(cfg, step=20, value=2.0), force=True)
+  original = checkpoint_store.restore_state
+
+  def writer_replaces_the_step(mngr, step, target, partial=False):
+    if step == 20:  # The trainer saves step 30 and deletes 20 (keep_checkpoints=1).
+      with checkpointing.Checkpointer(tmp_path, cfg) as writer:
+        writer.save(h.fake_state(cfg, step=30, value=3.0), force=True)
+      raise checkpoint_store.CorruptCheckpointError("could not be restored: gone")
+    return original(mngr, step, target, partial)
+
+  monkeypatch.setattr(checkpoint_store, "restore_state", writer_replaces_the_step)
+  weights, step, _ = readers.restore_weights(tmp_path, h.EVERYWHERE)
+  assert step == 30
+  h.assert_trees_equal(weights["params"], h.fake_state(cfg, step=30, value=3.0).params)
+
+
+# ---------------------------------------------------------------- out of memory
+
+def test_out_of_memory_names_the_batch_to_lower():
+  from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  cfg = h.config(global_batch_size=4096)
+  with pytest.raises(ConfigError, match=r"out of memory .*global_batch_size=4096.*"
+                     r"--config.global_batch_size=2048"):
+    with trainer._out_of_memory_named(cfg):  # pylint: disable=protected-access
+      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating "
+                                       "123456789 bytes.")
+  with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+    with trainer._out_of_memory_named(cfg):  # pylint: disable=protected-access
+      raise jax.errors.JaxRuntimeError("INTERNAL: something else")
