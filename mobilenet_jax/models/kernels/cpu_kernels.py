@@ -55,8 +55,22 @@ def _library_path() -> str:
                       f"mobilenet_cpu-{key.hexdigest()[:16]}.so")
 
 
-def _build(path: str) -> None:
-  """Compiles the kernels into `path` (atomically: parallel builders never clash)."""
+def _open(path: str) -> ctypes.CDLL:
+  """Loads the library at `path`; OSError or AttributeError unless it has every kernel."""
+  library = ctypes.cdll.LoadLibrary(path)
+  for symbol in TARGETS.values():
+    getattr(library, symbol)
+  return library
+
+
+def _build(path: str) -> ctypes.CDLL:
+  """Compiles the kernels, loads them, then renames the library to `path`.
+
+  Built under a temporary name and renamed only once it loads, so a parallel builder
+  never sees a half-written file and a broken build never lands in the cache. It is
+  loaded from that temporary name: the dynamic loader matches libraries by path, so
+  reloading `path` after a failed load could hand back the broken one.
+  """
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
   os.close(fd)
@@ -65,10 +79,27 @@ def _build(path: str) -> None:
              *(os.path.join(_HERE, name) for name in _SOURCES), "-o", tmp]
   try:
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    library = _open(tmp)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+  return library
+
+
+def _load_or_build(path: str) -> ctypes.CDLL:
+  """The cached library, or a new build where it is missing or does not load.
+
+  A cached file that does not load (truncated by a full disk, garbled) is rebuilt
+  once, replacing it; otherwise every later run would take the slow path.
+  """
+  if os.path.exists(path):
+    try:
+      return _open(path)
+    except (OSError, AttributeError) as error:
+      logging.warning("The cached C++ CPU kernels in %s do not load (%s); rebuilding "
+                      "them.", path, error)
+  return _build(path)
 
 
 @functools.cache
@@ -81,10 +112,7 @@ def available() -> bool:
                     _compiler())
     return False
   try:
-    path = _library_path()
-    if not os.path.exists(path):
-      _build(path)
-    library = ctypes.cdll.LoadLibrary(path)
+    library = _load_or_build(_library_path())
     for target, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                   platform="cpu")
