@@ -7,12 +7,14 @@ a rebuild costs no compile and the log counts the builds.
 """
 
 import _ctypes
+import fnmatch
 import hashlib
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -35,8 +37,18 @@ assert jnp.allclose(y, depthwise.depthwise_conv(x, kernel, 1, "xla")), "wrong va
 print("kernels apply")
 """
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.available(),
-                                reason="no C++ compiler: nothing is cached")
+needs_a_compiler = pytest.mark.skipif(not cpu_kernels.available(),
+                                      reason="no C++ compiler: nothing is cached")
+
+
+def test_the_sources_ship_with_the_package():
+  # pip installs only what package-data names; without the sources the kernels
+  # silently fall back to pure JAX.
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    package_data = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+  globs = package_data[cpu_kernels.__name__.rpartition(".")[0]]
+  sources = cpu_kernels._SOURCES + cpu_kernels._HEADERS  # pylint: disable=protected-access
+  assert all(any(fnmatch.fnmatch(name, g) for g in globs) for name in sources)
 
 
 @pytest.fixture(name="cache")
@@ -84,6 +96,7 @@ def _damage(path: str, good: bytes, damage: str) -> None:
       checksum.write(hashlib.sha256(f.read()).hexdigest())
 
 
+@needs_a_compiler
 @pytest.mark.parametrize("damage", ["garbled", "truncated", "no_kernels"])
 def test_a_damaged_library_is_rebuilt_once(cache, damage):
   path, log, good = cache
