@@ -18,7 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mobilenet_jax.models import depthwise
+from mobilenet_jax.models.kernels import depthwise
 
 
 def median_seconds(fn, *args, runs: int = 5) -> float:

@@ -48,9 +48,9 @@ import numpy as np
 import optax
 
 from mobilenet_jax import models, runtime
-from mobilenet_jax.models import cpu_kernels
-from mobilenet_jax.models.depthwise import resolve_impl
-from mobilenet_jax.models.layers import resolve_pointwise_impl
+from mobilenet_jax.models.kernels import cpu_kernels
+from mobilenet_jax.models.kernels.depthwise import resolve_impl
+from mobilenet_jax.models.kernels.pointwise import resolve_pointwise_impl
 
 LEARNING_RATE = 0.01  # Any value: only the speed of the update matters here.
 

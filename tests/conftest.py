@@ -17,7 +17,7 @@ def pytest_configure(config):  # pylint: disable=unused-argument
   os.environ[_CACHE_ENV] = _test_cache_dir
   # Build the C++ kernels into it once, now, rather than inside the first training
   # subprocess (where the build would count against that test's timeouts).
-  from mobilenet_jax.models import cpu_kernels  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax.models.kernels import cpu_kernels  # pylint: disable=g-import-not-at-top
   cpu_kernels.available()
 
 

@@ -28,7 +28,8 @@ def test_configs_leave_it_to_the_rule():
                  mobilenet_v2.get_config()):
     assert config.model.bn_momentum is None
   # Without a training run (evaluation, costs, benchmarks) the reference value.
-  assert models.create(default.get_config().model).norm.keywords["momentum"] == 0.9997
+  assert models.create(default.get_config().model).ops.batch_norm.keywords[
+      "momentum"] == 0.9997
 
 
 def test_resolve_sets_a_copy_and_warns_for_a_long_horizon(caplog):

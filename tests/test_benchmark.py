@@ -6,7 +6,7 @@ import pytest
 
 from configs import mobilenet_v1
 from mobilenet_jax import benchmark
-from mobilenet_jax.models.depthwise import resolve_impl
+from mobilenet_jax.models.kernels.depthwise import resolve_impl
 
 KEYS = ("train_images_per_sec", "infer_images_per_sec", "latency_ms_batch1",
         "compile_s", "compile_cached_s", "peak_host_mem_mb")

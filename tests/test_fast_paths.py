@@ -18,8 +18,9 @@ import pytest
 from configs import mobilenet_v1, mobilenet_v2
 from mobilenet_jax import models
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.models import batchnorm_ffi, cpu_kernels, depthwise, layers
-from mobilenet_jax.models.layers import PointwiseConv, resolve_pointwise_impl
+from mobilenet_jax.models.kernels import batch_norm, batchnorm_ffi, cpu_kernels, depthwise
+from mobilenet_jax.models.kernels.pointwise import resolve_pointwise_impl
+from mobilenet_jax.models.layers import PointwiseConv
 
 FAST_DEPTHWISE = [name for name in depthwise.IMPLEMENTATIONS if name != "xla"]
 # (atol, rtol) per dtype: float32 tight, bfloat16 loose (8 bits of mantissa).
@@ -82,7 +83,7 @@ def test_the_cpu_kernels_run_where_a_compiler_exists():
 
   def loss(a):
     y = depthwise.depthwise_conv(a, kernel, 1, "ffi")
-    return layers.batch_norm_train(y[None], ones, ones, 1e-3, "relu6")[0].sum()
+    return batch_norm.batch_norm_train(y[None], ones, ones, 1e-3, "relu6")[0].sum()
 
   text = jax.jit(jax.value_and_grad(loss)).lower(x).compile().as_text()
   for target in cpu_kernels.TARGETS:
@@ -172,11 +173,11 @@ def test_batch_norm_backward_equals_autodiff(shape, activation, kernels, monkeyp
   bias = 2.0 * jax.random.normal(jax.random.key(6), (channels,))
 
   def reference(a, s, b):
-    mean, var = layers._moments(a)  # pylint: disable=protected-access
+    mean, var = batch_norm.moments(a)
     y = (a - mean) * jax.lax.rsqrt(var + 1e-3) * s + b
-    return (layers.ACTIVATIONS[activation](y) if activation else y), mean, var
+    return (batch_norm.ACTIVATIONS[activation](y) if activation else y), mean, var
 
-  fused = lambda a, s, b: layers.batch_norm_train(a, s, b, 1e-3, activation)
+  fused = lambda a, s, b: batch_norm.batch_norm_train(a, s, b, 1e-3, activation)
   outputs = jax.eval_shape(reference, x, scale, bias)
   cotangents = tuple(jax.random.normal(jax.random.key(i), o.shape)
                      for i, o in enumerate(outputs, start=1))
@@ -189,7 +190,8 @@ def test_batch_norm_backward_equals_autodiff(shape, activation, kernels, monkeyp
 def test_batch_norm_train_keeps_bfloat16_in_and_out():
   x = jax.random.normal(jax.random.key(0), (1, 4, 3, 3, 2)).astype(jnp.bfloat16)
   ones = jnp.ones((2,))
-  out, vjp = jax.vjp(lambda a: layers.batch_norm_train(a, ones, ones, 1e-3, "relu6")[0], x)
+  out, vjp = jax.vjp(
+      lambda a: batch_norm.batch_norm_train(a, ones, ones, 1e-3, "relu6")[0], x)
   (dx,) = vjp(jnp.ones_like(out))
   assert out.dtype == dx.dtype == jnp.bfloat16
 
@@ -202,7 +204,8 @@ def test_batch_norm_statistics_stay_accurate_far_from_zero(kernels, monkeypatch)
   _without_cpu_kernels(monkeypatch, kernels)
   x = np.random.default_rng(0).normal(1000.0, 1.0, (1, 16, 32, 32, 4)).astype(np.float32)
   ones = jnp.ones((4,))
-  _, mean, var = jax.jit(lambda a: layers.batch_norm_train(a, ones, ones, 1e-3, None))(x)
+  _, mean, var = jax.jit(
+      lambda a: batch_norm.batch_norm_train(a, ones, ones, 1e-3, None))(x)
   x64 = x.astype(np.float64)
   np.testing.assert_allclose(np.asarray(mean).ravel(), x64.mean((0, 1, 2, 3)), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(var).ravel(), x64.var((0, 1, 2, 3)), rtol=5e-7)

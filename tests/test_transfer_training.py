@@ -22,9 +22,9 @@ class TinyNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = layers.norm_factory(0.9, 1e-3, 0, self.frozen_bn)
-    x = layers.ConvBN(8, 3, 2, norm=norm, name="conv0")(x, train)
-    x = layers.ConvBN(8, 1, 1, norm=norm, name="block1")(x, train)
+    ops = layers.Ops(batch_norm=layers.norm_factory(0.9, 1e-3, 0, self.frozen_bn))
+    x = layers.ConvBN(8, 3, 2, ops=ops, name="conv0")(x, train)
+    x = layers.ConvBN(8, 1, 1, ops=ops, name="block1")(x, train)
     return nn.Dense(self.num_classes, name="classifier")(x.mean((1, 2)))
 
 

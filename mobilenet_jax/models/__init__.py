@@ -7,14 +7,15 @@ import jax
 import jax.numpy as jnp
 
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.models.depthwise import resolve_impl
-from mobilenet_jax.models.layers import norm_factory, resolve_pointwise_impl
+from mobilenet_jax.models.kernels.depthwise import resolve_impl
+from mobilenet_jax.models.kernels.pointwise import resolve_pointwise_impl
+from mobilenet_jax.models.layers import Ops, norm_factory
 from mobilenet_jax.models.mobilenet_v1 import MobileNetV1
 from mobilenet_jax.models.mobilenet_v2 import MobileNetV2
 from mobilenet_jax.models.validation import check_choice
 
-__all__ = ["MobileNetV1", "MobileNetV2", "create", "init_variables", "MODELS", "DTYPES",
-           "REFERENCE_BN_MOMENTUM"]
+__all__ = ["MobileNetV1", "MobileNetV2", "Ops", "create", "init_variables", "MODELS",
+           "DTYPES", "REFERENCE_BN_MOMENTUM"]
 
 MODELS = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -30,7 +31,8 @@ def create(model_config, bn_group_size: int = 0, frozen_bn: bool = False) -> nn.
   `bn_group_size` > 0 computes BatchNorm statistics over groups of that many examples
   instead of the whole batch; `frozen_bn` normalizes with the running statistics in
   training too (a frozen backbone). Both are training choices, so they come from
-  outside the model section.
+  outside the model section. Every choice of how the layers compute is made here,
+  once, into one `Ops` that all blocks share.
   """
   check_choice("model.name", model_config.name, MODELS)
   check_choice("model.dtype", model_config.get("dtype", "float32"), DTYPES)
@@ -39,15 +41,15 @@ def create(model_config, bn_group_size: int = 0, frozen_bn: bool = False) -> nn.
   momentum = model_config.get("bn_momentum")
   if momentum is None:
     momentum = REFERENCE_BN_MOMENTUM[model_config.name]
-  kwargs = dict(
-      num_classes=model_config.num_classes,
-      width=model_config.width,
-      dropout_rate=model_config.dropout_rate,
-      norm=norm_factory(momentum, model_config.bn_epsilon, bn_group_size, frozen_bn),
-      depthwise_impl=resolve_impl(model_config.get("depthwise_impl", "auto")),
-      pointwise_impl=resolve_pointwise_impl(model_config.get("pointwise_impl", "auto")),
+  ops = Ops(
+      depthwise=resolve_impl(model_config.get("depthwise_impl", "auto")),
+      pointwise=resolve_pointwise_impl(model_config.get("pointwise_impl", "auto")),
+      batch_norm=norm_factory(momentum, model_config.bn_epsilon, bn_group_size,
+                              frozen_bn),
       dtype=DTYPES[model_config.get("dtype", "float32")],
   )
+  kwargs = dict(num_classes=model_config.num_classes, width=model_config.width,
+                dropout_rate=model_config.dropout_rate, ops=ops)
   if model_config.name == "mobilenet_v1":
     kwargs.update(depth=model_config.depth, block=model_config.block,
                   activation=model_config.activation)
@@ -55,7 +57,8 @@ def create(model_config, bn_group_size: int = 0, frozen_bn: bool = False) -> nn.
 
 
 # Initialization runs once, so its code need not be fast; XLA's CPU backend spends
-# about 20 s optimizing the random-number kernels of a MobileNet init, 5 s without.
+# most of a MobileNet init's compile time optimizing its random-number kernels
+# (figures: benchmarks/RESULTS.md).
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                           "xla_llvm_disable_expensive_passes": True}
 

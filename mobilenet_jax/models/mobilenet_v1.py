@@ -11,15 +11,13 @@ are both 7x7 and every reference implementation uses 1).
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mobilenet_jax.models import validation
-from mobilenet_jax.models.layers import (ACTIVATIONS, KERNEL_INIT, BatchNorm, ConvBN,
-                                         DepthwiseSeparable)
+from mobilenet_jax.models.layers import (ACTIVATIONS, KERNEL_INIT, ConvBN,
+                                         DepthwiseSeparable, Ops)
 
 DEPTHS = ("full", "shallow")
 BLOCKS = ("separable", "full_conv")
@@ -46,10 +44,7 @@ class MobileNetV1(nn.Module):
   block: str = "separable"
   activation: str = "relu6"
   dropout_rate: float = 0.001
-  norm: Callable[..., nn.Module] = BatchNorm
-  depthwise_impl: str = "auto"
-  dtype: Any = jnp.float32
-  pointwise_impl: str = "auto"
+  ops: Ops = Ops()
 
   def __post_init__(self):
     validation.check_width(self.width)
@@ -62,21 +57,20 @@ class MobileNetV1(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     validation.check_resolution(images.shape[1], images.shape[2])
-    x = images.astype(self.dtype)
-    x = ConvBN(scaled_channels(32, self.width), 3, 2, self.activation, self.norm,
-               self.dtype, name="conv0")(x, train)
+    x = images.astype(self.ops.dtype)
+    x = ConvBN(scaled_channels(32, self.width), 3, 2, self.activation, self.ops,
+               name="conv0")(x, train)
     blocks = FULL_BLOCKS if self.depth == "full" else SHALLOW_BLOCKS
     for index, (strides, channels) in enumerate(blocks, start=1):
       features = scaled_channels(channels, self.width)
       if self.block == "separable":
-        x = DepthwiseSeparable(features, strides, self.activation, self.depthwise_impl,
-                               self.norm, self.dtype, self.pointwise_impl,
+        x = DepthwiseSeparable(features, strides, self.activation, self.ops,
                                name=f"block{index}")(x, train)
       else:
-        x = ConvBN(features, 3, strides, self.activation, self.norm, self.dtype,
+        x = ConvBN(features, 3, strides, self.activation, self.ops,
                    name=f"block{index}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, dtype=self.dtype,
+    logits = nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, dtype=self.ops.dtype,
                       param_dtype=jnp.float32, name="classifier")(x)
     return logits.astype(jnp.float32)

@@ -7,14 +7,12 @@ checkpoint (reference facts, section 4).
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mobilenet_jax.models import validation
-from mobilenet_jax.models.layers import KERNEL_INIT, BatchNorm, ConvBN, InvertedResidual
+from mobilenet_jax.models.layers import KERNEL_INIT, ConvBN, InvertedResidual, Ops
 
 # (expansion t, output channels c, repeats n, first stride s) of Table 2.
 BOTTLENECKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -36,10 +34,7 @@ class MobileNetV2(nn.Module):
   num_classes: int = 1000
   width: float = 1.0
   dropout_rate: float = 0.2
-  norm: Callable[..., nn.Module] = BatchNorm
-  depthwise_impl: str = "auto"
-  dtype: Any = jnp.float32
-  pointwise_impl: str = "auto"
+  ops: Ops = Ops()
 
   def __post_init__(self):
     validation.check_width(self.width)
@@ -49,8 +44,8 @@ class MobileNetV2(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     validation.check_resolution(images.shape[1], images.shape[2])
-    x = images.astype(self.dtype)
-    x = ConvBN(make_divisible(32 * self.width), 3, 2, "relu6", self.norm, self.dtype,
+    x = images.astype(self.ops.dtype)
+    x = ConvBN(make_divisible(32 * self.width), 3, 2, "relu6", self.ops,
                name="conv0")(x, train)
     index = 0
     for expansion, channels, repeats, first_stride in BOTTLENECKS:
@@ -58,14 +53,12 @@ class MobileNetV2(nn.Module):
       for repeat in range(repeats):
         index += 1
         x = InvertedResidual(features, first_stride if repeat == 0 else 1, expansion,
-                             self.depthwise_impl, self.norm, self.dtype,
-                             self.pointwise_impl, name=f"block{index}")(x, train)
+                             self.ops, name=f"block{index}")(x, train)
     last_channels = (LAST_CONV_CHANNELS if self.width <= 1.0
                      else make_divisible(LAST_CONV_CHANNELS * self.width))
-    x = ConvBN(last_channels, 1, 1, "relu6", self.norm, self.dtype,
-               pointwise_impl=self.pointwise_impl, name="conv_last")(x, train)
+    x = ConvBN(last_channels, 1, 1, "relu6", self.ops, name="conv_last")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, dtype=self.dtype,
+    logits = nn.Dense(self.num_classes, kernel_init=KERNEL_INIT, dtype=self.ops.dtype,
                       param_dtype=jnp.float32, name="classifier")(x)
     return logits.astype(jnp.float32)

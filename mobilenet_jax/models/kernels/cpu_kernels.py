@@ -7,8 +7,9 @@ gaps (their Python sides: depthwise_ffi.py, batchnorm_ffi.py).
 Nothing is compiled at install: on first use the sources are built with the system's
 C++ compiler (`$CXX`, else `c++`) into one library in the user's cache directory,
 keyed by the sources, the compiler, jaxlib and the CPU, and loaded from there
-afterwards. Where no compiler works, `available()` is False and every caller keeps its
-pure-JAX path (one warning says why).
+afterwards; a cached library that is damaged (its checksum differs) or does not load
+is rebuilt. Where no compiler works, `available()` is False and every caller keeps
+its pure-JAX path (one warning says why).
 """
 
 from __future__ import annotations
@@ -55,8 +56,39 @@ def _library_path() -> str:
                       f"mobilenet_cpu-{key.hexdigest()[:16]}.so")
 
 
-def _build(path: str) -> None:
-  """Compiles the kernels into `path` (atomically: parallel builders never clash)."""
+def _open(path: str) -> ctypes.CDLL:
+  """Loads the library at `path`; OSError or AttributeError unless it has every kernel."""
+  library = ctypes.cdll.LoadLibrary(path)
+  for symbol in TARGETS.values():
+    getattr(library, symbol)
+  return library
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def _write_atomically(path: str, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _build(path: str) -> ctypes.CDLL:
+  """Compiles the kernels, loads them, then renames the library to `path`.
+
+  Built under a temporary name and renamed only once it loads, so a parallel builder
+  never sees a half-written file and a broken build never lands in the cache; its
+  checksum goes beside it (`path`.sha256). It is loaded from the temporary name: the
+  dynamic loader matches libraries by path, so loading `path` after a failed load
+  could hand back the broken one.
+  """
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
   os.close(fd)
@@ -65,10 +97,45 @@ def _build(path: str) -> None:
              *(os.path.join(_HERE, name) for name in _SOURCES), "-o", tmp]
   try:
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    library = _open(tmp)
+    _write_atomically(path + ".sha256", _sha256(tmp))
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+  return library
+
+
+def _damage(path: str) -> str | None:
+  """Why the cached library at `path` must not be loaded; None if it is intact.
+
+  A damaged file never reaches the loader: a truncated library crashes the process
+  (SIGBUS) instead of failing to load.
+  """
+  try:
+    with open(path + ".sha256") as f:
+      expected = f.read().strip()
+  except OSError:
+    return "have no checksum"
+  return None if _sha256(path) == expected else "do not match their checksum"
+
+
+def _load_or_build(path: str) -> ctypes.CDLL:
+  """The cached library, or a new build where it is missing, damaged or does not load.
+
+  A damaged cached file (truncated by a full disk, garbled) is rebuilt once,
+  replacing it; otherwise every later run would take the slow path, or crash.
+  """
+  if os.path.exists(path):
+    problem = _damage(path)
+    if problem is None:
+      try:
+        return _open(path)
+      except (OSError, AttributeError) as error:
+        problem = f"do not load ({error})"
+    logging.warning("The cached C++ CPU kernels in %s %s; rebuilding them.", path,
+                    problem)
+  return _build(path)
 
 
 @functools.cache
@@ -81,10 +148,7 @@ def available() -> bool:
                     _compiler())
     return False
   try:
-    path = _library_path()
-    if not os.path.exists(path):
-      _build(path)
-    library = ctypes.cdll.LoadLibrary(path)
+    library = _load_or_build(_library_path())
     for target, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                   platform="cpu")

@@ -1,7 +1,7 @@
 """BatchNorm's training reductions as C++ XLA:CPU kernels (batchnorm_cpu.cc) via `jax.ffi`.
 
 Both take x as [groups, ...pixels..., C] float32 and return per-group, per-channel
-values shaped [groups, 1, ..., 1, C], as `layers.batch_norm_train` uses them.
+values shaped [groups, 1, ..., 1, C], as `batch_norm.batch_norm_train` uses them.
 cpu_kernels.py builds and registers them.
 """
 
