@@ -35,8 +35,13 @@ def _child(command: list[str], stdout: int, stderr: int) -> None:
     else:
       sys.argv = list(command)
       runpy.run_path(command[0], run_name="__main__")
-  except SystemExit as exit_request:
-    code = exit_request.code if isinstance(exit_request.code, int) else 1
+  except SystemExit as exit_request:  # As Python itself: None is 0, a message is 1.
+    code = exit_request.code
+    if code is None:
+      code = 0
+    elif not isinstance(code, int):
+      print(code, file=sys.stderr)
+      code = 1
   except BaseException:  # pylint: disable=broad-except
     import traceback  # pylint: disable=g-import-not-at-top
     traceback.print_exc()
