@@ -131,6 +131,20 @@ def wheel(tmp_path_factory) -> str:
   return str(dist / name)
 
 
+def _package_files() -> list[str]:
+  """The files an installed copy needs, as the wheel names them."""
+  paths = []
+  for folder, inside in (("mobilenet_jax", "mobilenet_jax"),
+                         ("configs", "mobilenet_jax/configs"),
+                         ("experiments", "mobilenet_jax/experiments")):
+    for root, dirs, files in os.walk(os.path.join(REPO, folder)):
+      dirs[:] = [d for d in dirs if d != "__pycache__"]
+      relative = os.path.relpath(root, os.path.join(REPO, folder))
+      paths += [os.path.normpath(os.path.join(inside, relative, f)) for f in files
+                if not f.endswith((".pyc", ".so"))]
+  return paths
+
+
 def test_wheel_has_no_top_level_configs_or_experiments(wheel):
   with zipfile.ZipFile(wheel) as archive:
     names = archive.namelist()
@@ -144,11 +158,9 @@ def test_wheel_has_no_top_level_configs_or_experiments(wheel):
   expected |= {"mobilenet_jax/configs", "mobilenet_jax/experiments"}
   packages = {os.path.dirname(n) for n in names if n.endswith("/__init__.py")}
   assert packages == expected, "list new packages in pyproject.toml"
-  for folder, pattern in (("configs", ".py"), ("experiments", ".py"),
-                          ("experiments", ".csv"), ("mobilenet_jax/models", ".cc")):
-    shipped = {f for f in os.listdir(os.path.join(REPO, folder)) if f.endswith(pattern)}
-    inside = folder if folder.startswith("mobilenet_jax") else f"mobilenet_jax/{folder}"
-    assert {f"{inside}/{f}" for f in shipped} <= set(names), folder
+  # Every source and data file (C++ kernels, CSV tables), configs and experiments too.
+  missing = [path for path in _package_files() if path not in names]
+  assert not missing, "add them to pyproject.toml's package-data: " + ", ".join(missing)
   scripts = [line.split(" = ")[0] for line in entry_points.splitlines() if " = " in line]
   assert sorted(scripts) == sorted(TOOLS)
 
