@@ -24,17 +24,21 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+from mobilenet_jax import cli
 
 from mobilenet_jax.rundir import results as run_results
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = {
-    "V1 1.0 128": ["--config=configs/mobilenet_v1.py:res=128", "--batch=32", "--torch"],
-    "V2 1.0 128": ["--config=configs/mobilenet_v2.py:res=128", "--batch=32", "--torch"],
-    "V1 full_conv 128": ["--config=configs/mobilenet_v1.py:res=128", "--batch=32",
+    "V1 1.0 128": ["--config=configs/mobilenet_v1.py:res=128", "--batch_size=32",
+                   "--torch"],
+    "V2 1.0 128": ["--config=configs/mobilenet_v2.py:res=128", "--batch_size=32",
+                   "--torch"],
+    "V1 full_conv 128": ["--config=configs/mobilenet_v1.py:res=128", "--batch_size=32",
                          "--config.model.block=full_conv", "--steps=3"],
-    "default.py": ["--config=configs/default.py", "--batch=64"],
+    "default.py": ["--config=configs/default.py", "--batch_size=64"],
 }
 KEYS = ("train_images_per_sec", "latency_ms_batch1", "compile_s", "compile_cached_s")
 
@@ -51,12 +55,21 @@ def benchmark(tree: str, args: list[str], json_path: str) -> dict:
   """One benchmark process in `tree`; its JSON plus the load average around it."""
   load_start = os.getloadavg()[0]
   env = dict(os.environ, PYTHONPATH=tree)
-  subprocess.run([sys.executable, "-m", "mobilenet_jax.benchmark", *args,
-                  f"--json={json_path}"], cwd=tree, env=env, check=True)
+  subprocess.run([sys.executable, "-m", "mobilenet_jax.benchmark",
+                  *_flags_of_tree(tree, args), f"--json={json_path}"], cwd=tree,
+                 env=env, check=True)
   with open(json_path) as f:
     result = json.load(f)
   result["load"] = (load_start, os.getloadavg()[0])
   return result
+
+
+def _flags_of_tree(tree: str, args: list[str]) -> list[str]:
+  """`args` as the benchmark of `tree` names them: before the shared command-line
+  module (mobilenet_jax/cli.py), --batch_size was --batch."""
+  if os.path.exists(os.path.join(tree, "mobilenet_jax", "cli.py")):
+    return list(args)
+  return [a.replace("--batch_size=", "--batch=", 1) for a in args]
 
 
 def default_run(tree: str) -> dict:
@@ -97,21 +110,31 @@ def table(results: dict) -> str:
   return "\n".join(lines)
 
 
+def define_flags() -> None:
+  """The flags of the before/after benchmark."""
+  flags.DEFINE_string("before", "7d917ca", "The commit to compare against.")
+  flags.DEFINE_string("out", "/tmp/before_after", "Where each run's JSON goes.")
+  flags.DEFINE_integer("rounds", 2, "Before/after pairs per row.")
+  flags.DEFINE_bool("default_run", False, "Also time the README's first command.")
+
+
 def main(argv):
+  """absl entry point: the before/after table (and the first command's times)."""
   del argv
-  os.makedirs(_FLAGS.out, exist_ok=True)
+  f = flags.FLAGS
+  os.makedirs(f.out, exist_ok=True)
   with tempfile.TemporaryDirectory() as before_dir:
-    trees = {"before": export(_FLAGS.before, before_dir), "after": _REPO}
+    trees = {"before": export(f.before, before_dir), "after": _REPO}
     results = {row: {side: [] for side in trees} for row in ROWS}
-    for round_index in range(_FLAGS.rounds):
+    for round_index in range(f.rounds):
       for row, args in ROWS.items():
         for side, tree in trees.items():
           name = f"{row.replace(' ', '_')}-{side}-{round_index}.json"
           results[row][side].append(
-              benchmark(tree, args, os.path.join(_FLAGS.out, name)))
+              benchmark(tree, args, os.path.join(f.out, name)))
           print(f"{row} {side} round {round_index}: done", flush=True)
     print(table(results))
-    if _FLAGS.default_run:
+    if f.default_run:
       for side, tree in trees.items():
         run = default_run(tree)
         print(f"README first command, {side}: {run['wall_s']:.0f} s, test top-1 "
@@ -119,9 +142,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("before", "7d917ca", "The commit to compare against.")
-  flags.DEFINE_string("out", "/tmp/before_after", "Where each run's JSON goes.")
-  flags.DEFINE_integer("rounds", 2, "Before/after pairs per row.")
-  flags.DEFINE_bool("default_run", False, "Also time the README's first command.")
-  _FLAGS = flags.FLAGS
-  app.run(main)
+  cli.run(main, define_flags)

@@ -12,12 +12,13 @@ one NHWC shape: the per-layer-type profile behind benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 
+from mobilenet_jax import cli
 from mobilenet_jax.models.kernels import depthwise
 
 
@@ -61,14 +62,29 @@ V1_128 = (((32, 64, 64, 32), 1), ((32, 64, 64, 64), 2), ((32, 32, 32, 128), 1),
           ((32, 16, 16, 256), 1), ((32, 8, 8, 512), 1), ((32, 4, 4, 1024), 1))
 
 
-if __name__ == "__main__":
-  args = dict(arg.lstrip("-").split("=") for arg in sys.argv[1:])
-  if args.get("shape") == "v1_128":
+def define_flags() -> None:
+  """The flags of the layer profile."""
+  flags.DEFINE_string("shape", "32,56,56,128",
+                      "NHWC shape, comma-separated, or v1_128 (every V1 shape at 128).")
+  flags.DEFINE_integer("strides", 1, "Depthwise strides (with a --shape N,H,W,C).")
+
+
+def main(argv):
+  """absl entry point: the milliseconds per implementation at each shape."""
+  del argv
+  f = flags.FLAGS
+  if f.shape == "v1_128":
     runs = V1_128
   else:
-    runs = ((tuple(int(v) for v in args.get("shape", "32,56,56,128").split(",")),
-             int(args.get("strides", 1))),)
+    try:
+      runs = ((tuple(int(v) for v in f.shape.split(",")), f.strides),)
+    except ValueError:
+      raise app.UsageError(f"--shape={f.shape}: give N,H,W,C or v1_128.") from None
   for shape, strides in runs:
     print(f"{shape} strides={strides}")
     for key, seconds in profile(shape, strides).items():
       print(f"  {key:20} {seconds * 1e3:9.1f} ms")
+
+
+if __name__ == "__main__":
+  cli.run(main, define_flags)

@@ -1,10 +1,10 @@
 r"""Train-step and inference time of one config under several XLA:CPU option sets.
 
   python -m benchmarks.xla_options_profile --config=configs/mobilenet_v1.py:res=128 \
-      --batch=32 --rounds=3 --sets=default,no_ynn,ynn_dot_reduce
+      --batch_size=32 --rounds=3 --sets=default,no_ynn,ynn_dot_reduce
 
 Compiles the benchmark's train step (mobilenet_jax/benchmark.py) and the inference
-function at --batch and at batch 1 once per option set, then times them round-robin
+function at --batch_size and at batch 1 once per option set, then times them round-robin
 (every set once per round, `--rounds` rounds), so that a loaded machine slows every
 set alike. Prints the median milliseconds per set: the measurements behind
 `mobilenet_jax.runtime.compiler_options`. Run it under
@@ -17,12 +17,11 @@ import os
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 
-from mobilenet_jax import benchmark, models
+from mobilenet_jax import benchmark, cli, models
 
 _YNN = "xla_cpu_experimental_ynn_fusion_type"
 _TYPES = {"dot": "LIBRARY_FUSION_TYPE_DOT", "idot": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
@@ -78,20 +77,24 @@ def profile(config, batch: int, sets: list[str], rounds: int) -> dict:
           for name, t in times.items()}
 
 
+def define_flags() -> None:
+  """The flags of the XLA options profile."""
+  cli.define_config()
+  cli.define_batch_size(32, "Training and batched-inference batch size.")
+  flags.DEFINE_integer("rounds", 3, "Timed rounds (after one warm-up round).")
+  flags.DEFINE_string("sets", "default,no_ynn", "Comma-separated option sets.")
+
+
 def main(argv):
+  """absl entry point: the median times per option set."""
   del argv
-  sets = _FLAGS.sets.split(",")
+  f = flags.FLAGS
   print(f"load average at start: {os.getloadavg()}")
-  for name, result in profile(_FLAGS.config, _FLAGS.batch, sets, _FLAGS.rounds).items():
+  for name, result in profile(f.config, f.batch_size, f.sets.split(","),
+                              f.rounds).items():
     print(f"{name:28} " + "  ".join(f"{k} {v:8.1f}" for k, v in result.items()))
   print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "Config file[:args].")
-  flags.DEFINE_integer("batch", 32, "Training and batched-inference batch size.")
-  flags.DEFINE_integer("rounds", 3, "Timed rounds (after one warm-up round).")
-  flags.DEFINE_string("sets", "default,no_ynn", "Comma-separated option sets.")
-  flags.mark_flags_as_required(["config"])
-  _FLAGS = flags.FLAGS
-  app.run(main)
+  cli.run(main, define_flags)

@@ -15,8 +15,11 @@ with staircase decay. The same recipe on scikit-learn's digits as an image folde
 configs/mobilenet_v1.py.
 """
 
-from configs import common
-from configs import mobilenet_v1
+from mobilenet_jax import config_files, config_recipes
+
+# The file beside this one, loaded by path: a clone and an installed copy
+# (mobilenet_jax/configs) both have it, and neither needs a package named `configs`.
+mobilenet_v1 = config_files.load_beside(__file__, "mobilenet_v1.py")
 
 
 def get_config(arg: str | None = None):
@@ -26,11 +29,13 @@ def get_config(arg: str | None = None):
   this run's defaults); dataset and num_classes are rejected: the recipe is tuned for
   shapes10.
   """
-  given = common.given_args(arg)
-  common.reject_args(given, ("dataset", "num_classes"), "configs/default.py trains "
-                     "shapes10 (10 classes); use configs/mobilenet_v1.py for others")
-  args = common.parse_arg(arg, **dict(mobilenet_v1.ARGS, width=0.25, res=32, batch=64,
-                                      dataset="shapes10", num_classes=10))
+  given = config_recipes.given_args(arg)
+  config_recipes.reject_args(
+      given, ("dataset", "num_classes"), "configs/default.py trains shapes10 "
+      "(10 classes); use configs/mobilenet_v1.py for others")
+  args = config_recipes.parse_arg(arg, **dict(
+      mobilenet_v1.ARGS, width=0.25, res=32, batch=64, dataset="shapes10",
+      num_classes=10))
   config = mobilenet_v1.build(args)
   config.data.name = "shapes10"
   config.data.train_split = "train"
@@ -63,5 +68,5 @@ def get_config(arg: str | None = None):
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 2
   if args.runlocal:
-    common.shrink_for_local_run(config, args, given)
+    config_recipes.shrink_for_local_run(config, args, given)
   return config

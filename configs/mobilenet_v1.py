@@ -14,7 +14,7 @@ batch (global batch size), runlocal (a tiny smoke run for a CPU).
 
 import ml_collections
 
-from configs import common
+from mobilenet_jax import config_recipes
 
 # The arguments and their defaults (configs/default.py takes the same ones).
 ARGS = dict(width=1.0, res=224, depth="full", block="separable", num_classes=1000,
@@ -24,18 +24,19 @@ ARGS = dict(width=1.0, res=224, depth="full", block="separable", num_classes=100
 
 def get_config(arg_string: str | None = None):
   """Returns the config for `arg` ("width=0.75,res=192,...")."""
-  arg = common.parse_arg(arg_string, **ARGS)
+  arg = config_recipes.parse_arg(arg_string, **ARGS)
   config = build(arg)
   if arg.runlocal:
-    common.shrink_for_local_run(config, arg, common.given_args(arg_string))
+    config_recipes.shrink_for_local_run(config, arg,
+                                        config_recipes.given_args(arg_string))
   return config
 
 
 def build(arg) -> ml_collections.ConfigDict:
   """The config for parsed arguments, before any runlocal shrinking."""
-  config = common.train_config()
+  config = config_recipes.train_config()
   config.model = model_config(arg)
-  config.data = common.data_config(arg.dataset, arg.res)
+  config.data = config_recipes.data_config(arg.dataset, arg.res)
   config.global_batch_size = arg.batch
   return config
 

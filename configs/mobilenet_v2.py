@@ -10,18 +10,18 @@ Arguments: width (alpha), res, num_classes, dataset, batch, dtype, runlocal.
 
 import ml_collections
 
-from configs import common
+from mobilenet_jax import config_recipes
 
 
 def get_config(arg_string: str | None = None):
   """Returns the config for `arg` ("width=1.4,res=224,...")."""
-  arg = common.parse_arg(
+  arg = config_recipes.parse_arg(
       arg_string, width=1.0, res=224, num_classes=1000, dataset="imagenet2012",
       batch=1536, dtype="float32", runlocal=False)
 
-  config = common.train_config()
+  config = config_recipes.train_config()
   config.model = model_config(arg)
-  config.data = common.data_config(arg.dataset, arg.res)
+  config.data = config_recipes.data_config(arg.dataset, arg.res)
 
   # V2 paper: 16 asynchronous GPU workers with batch 96 each (1536 in all), RMSprop
   # decay 0.9 momentum 0.9, weight decay 4e-5, learning rate 0.045 decayed by 0.98
@@ -37,7 +37,8 @@ def get_config(arg_string: str | None = None):
   config.label_smoothing = 0.1
   config.ema_decay = 0.9999
   if arg.runlocal:
-    common.shrink_for_local_run(config, arg, common.given_args(arg_string))
+    config_recipes.shrink_for_local_run(config, arg,
+                                        config_recipes.given_args(arg_string))
   return config
 
 

@@ -24,6 +24,8 @@ a smoke run stands for). Writes to OUT (default ROOT):
 Our top-1 is that of the EMA weights where the run kept them, else of the raw ones.
 Runs on another dataset than the paper's ImageNet (smoke runs on shapes10) are
 flagged: their accuracies are not comparable to the papers'.
+
+Installed with pip, the same program is `mobilenet-compare`.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from typing import Any
 from absl import app, flags
 from etils import epath
 
-from experiments import manifest as manifest_lib, paper, plots, references, sweeps
+from mobilenet_jax import cli
 from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout, metrics_file
 from mobilenet_jax.rundir import results as run_results
+
+from . import manifest as manifest_lib, paper, plots, references, sweeps
 
 PAPER_DATASET = "imagenet2012"
 MARKDOWN_FILE = "comparison.md"
@@ -394,17 +398,26 @@ def written_files(out: str) -> list[str]:
   return _WRITTEN.get(str(epath.Path(out)), [])
 
 
+def define_flags() -> None:
+  """The flags of `mobilenet-compare`."""
+  cli.define_root("The sweep's root: ROOT/<run>/results.json.")
+  flags.DEFINE_string("out", None, "Where the table and plots go; default ROOT.")
+
+
 def main(argv):
   """absl entry point."""
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  out = _OUT.value or _ROOT.value
-  print(compare(_ROOT.value, out))
+  root = flags.FLAGS.root
+  out = flags.FLAGS.out or root
+  print(compare(root, out))
   print(f"Wrote {', '.join(written_files(out))} to {out}")
 
 
+def console_main():
+  """The `mobilenet-compare` console script (and `python -m experiments.compare`)."""
+  cli.run(main, define_flags)
+
+
 if __name__ == "__main__":
-  _ROOT = flags.DEFINE_string("root", None, "The sweep's root: ROOT/<run>/results.json.")
-  _OUT = flags.DEFINE_string("out", None, "Where the table and plots go; default ROOT.")
-  flags.mark_flags_as_required(["root"])
-  app.run(main)
+  console_main()

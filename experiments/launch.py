@@ -35,6 +35,8 @@ a time. The root must be a gs:// path every host sees.
 gs:// root is not even read). Otherwise ROOT/manifest.json records the points, their
 commands and full configs, and the code version. `python -m experiments.compare
 --root=ROOT` compares the results.
+
+Installed with pip, the same program is `mobilenet-launch`.
 """
 
 from __future__ import annotations
@@ -54,12 +56,18 @@ import time
 from absl import app, flags
 import ml_collections
 
-from experiments import manifest, smoke, sweeps, tpu
+import mobilenet_jax
+from mobilenet_jax import cli
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout
 from mobilenet_jax.rundir import results as run_results
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from . import manifest, smoke, sweeps, tpu
+
+# The folder that holds the package: the clone, or site-packages for an installed copy
+# (whose experiments/ is mobilenet_jax/experiments).
+REPO = pathlib.Path(mobilenet_jax.__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +102,7 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
     known = {p.name for p in points}
     unknown = [n for n in only if n not in known]
     if unknown:
-      raise ValueError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
+      raise ConfigError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
                        f"{', '.join(sorted(known))}.")
     points = [p for p in points if p.name in only]
   root = root.rstrip("/") if is_remote(root) else os.path.abspath(root)
@@ -287,28 +295,30 @@ def run_tpu(jobs: list[Job], slices: list[tpu.Slice], version: str, archive: str
 
 # ------------------------------------------------------------------ entry point
 
-_SWEEP = flags.DEFINE_enum("sweep", None, sweeps.SWEEP_NAMES, "Which sweep to run.")
-_ROOT = flags.DEFINE_string("root", None, "Each point's workdir is ROOT/<point name>.")
-_ONLY = flags.DEFINE_list("only", [], "Run only these points (names as listed by "
-                          "python -m experiments.sweeps).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands; run and write nothing.")
-_LOCAL_SMOKE = flags.DEFINE_bool(
-    "local_smoke", False, "Shrink every point to a CPU smoke run (experiments/smoke.py).")
-_SMOKE_IMAGES = flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
-                                     "Training images per point in smoke mode.")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Local points run at once.")
-_PYTHON = flags.DEFINE_string("python", sys.executable,
-                              "The local Python that trains (local runs only).")
-_TPU = flags.DEFINE_string("tpu", None, "TPU VM slice name(s), comma-separated.")
-_ZONE = flags.DEFINE_string("zone", None, "The TPU VMs' zone (with --tpu).")
-_PROJECT = flags.DEFINE_string("project", None, "The TPU VMs' project (with --tpu).")
-flags.mark_flags_as_required(["sweep", "root"])
+def define_flags() -> None:
+  """The flags of `mobilenet-launch` (what follows "--" goes to every point)."""
+  flags.DEFINE_enum("sweep", None, sweeps.SWEEP_NAMES, "Which sweep to run.",
+                    required=True)
+  cli.define_root("Each point's workdir is ROOT/<point name>.")
+  flags.DEFINE_list("only", [], "Run only these points (names as listed by "
+                    "mobilenet-sweeps).")
+  flags.DEFINE_bool("dry_run", False, "Print the commands; run and write nothing.")
+  flags.DEFINE_bool("local_smoke", False,
+                    "Shrink every point to a CPU smoke run (experiments/smoke.py).")
+  flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
+                       "Training images per point in smoke mode.")
+  flags.DEFINE_integer("parallel", 1, "Local points run at once.")
+  flags.DEFINE_string("python", sys.executable,
+                      "The local Python that trains (local runs only).")
+  flags.DEFINE_string("tpu", None, "TPU VM slice name(s), comma-separated.")
+  flags.DEFINE_string("zone", None, "The TPU VMs' zone (with --tpu).")
+  flags.DEFINE_string("project", None, "The TPU VMs' project (with --tpu).")
 
 
 def _commands(jobs, slices, version) -> dict[str, list[str]]:
   """Each job's command: local, or its ssh command on the slice it goes to first."""
   if not slices:
-    return {job.name: [_PYTHON.value, *job.train_args()] for job in jobs}
+    return {job.name: [flags.FLAGS.python, *job.train_args()] for job in jobs}
   return {job.name: point_ssh_command(job, slices[i % len(slices)], version)
           for i, job in enumerate(jobs)}
 
@@ -326,26 +336,26 @@ def _print_plan(todo, slices, version, commands, out) -> None:
 
 def main(argv):
   """absl entry point: argv[1:] (what follows "--") goes to every point."""
-  out = sys.stdout
-  slices = tpu.parse_slices(_TPU.value, _ZONE.value, _PROJECT.value) if _TPU.value else []
-  if slices and (_LOCAL_SMOKE.value or not is_remote(_ROOT.value)):
+  f, out = flags.FLAGS, sys.stdout
+  slices = tpu.parse_slices(f.tpu, f.zone, f.project) if f.tpu else []
+  if slices and (f.local_smoke or not is_remote(f.root)):
     raise app.UsageError("--tpu trains full points in a root every host sees: give a "
                          "gs:// --root and no --local_smoke.")
-  jobs = make_jobs(_SWEEP.value, _ROOT.value, local_smoke=_LOCAL_SMOKE.value,
-                   smoke_images=_SMOKE_IMAGES.value, extra_args=tuple(argv[1:]),
-                   only=tuple(_ONLY.value))
-  todo = pending(jobs, out, dry_run=_DRY_RUN.value)
-  if _LOCAL_SMOKE.value:
+  jobs = make_jobs(f.sweep, f.root, local_smoke=f.local_smoke,
+                   smoke_images=f.smoke_images, extra_args=tuple(argv[1:]),
+                   only=tuple(f.only))
+  todo = pending(jobs, out, dry_run=f.dry_run)
+  if f.local_smoke:
     estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in todo]
-    print(smoke.format_estimate(estimates, _PARALLEL.value), file=out, flush=True)
+    print(smoke.format_estimate(estimates, f.parallel), file=out, flush=True)
   version = code_version()
   commands = _commands(jobs, slices, version)
-  if _DRY_RUN.value:
+  if f.dry_run:
     _print_plan(todo, slices, version, commands, out)
     return
-  manifest.write(_ROOT.value, manifest.build(
-      _SWEEP.value, jobs, commands, version, smoke=_LOCAL_SMOKE.value,
-      smoke_images=_SMOKE_IMAGES.value if _LOCAL_SMOKE.value else None,
+  manifest.write(f.root, manifest.build(
+      f.sweep, jobs, commands, version, smoke=f.local_smoke,
+      smoke_images=f.smoke_images if f.local_smoke else None,
       extra_args=list(argv[1:]), tpu=[dataclasses.asdict(s) for s in slices]))
   start = time.time()
   signal.signal(signal.SIGTERM, lambda *_: CHILDREN.terminate())
@@ -354,7 +364,7 @@ def main(argv):
     failed = run_tpu(todo, slices, version, archive, out)
   else:
     try:
-      failed = run_local(todo, python=_PYTHON.value, parallel=_PARALLEL.value, out=out)
+      failed = run_local(todo, python=f.python, parallel=f.parallel, out=out)
     except KeyboardInterrupt:
       CHILDREN.terminate()
       raise
@@ -363,10 +373,15 @@ def main(argv):
     print(f"{len(failed)} of {len(jobs)} points did not finish: {', '.join(failed)} "
           f"({elapsed:.0f} s)", flush=True)
     sys.exit(1)
-  print(f"All {len(jobs)} points of {_SWEEP.value} have results under {_ROOT.value} "
+  print(f"All {len(jobs)} points of {f.sweep} have results under {f.root} "
         f"({len(todo)} trained in {elapsed:.0f} s); compare them with: "
-        f"python -m experiments.compare --root={_ROOT.value}", flush=True)
+        f"python -m experiments.compare --root={f.root}", flush=True)
+
+
+def console_main():
+  """The `mobilenet-launch` console script (and `python -m experiments.launch`)."""
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  console_main()

@@ -13,7 +13,7 @@ import json
 
 from etils import epath
 
-from experiments import sweeps
+from . import sweeps
 
 MANIFEST_FILE = "manifest.json"
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import pathlib
+
+from mobilenet_jax import config_files
 
 RESULTS_CSV = pathlib.Path(__file__).with_name("paper_results.csv")
 
@@ -57,7 +58,5 @@ def _optional_float(text: str) -> float | None:
 
 
 def load_config(config_spec: str):
-  """Builds the ConfigDict for "file.py:args" from the configs/ package."""
-  file_name, _, arg = config_spec.partition(":")
-  module = importlib.import_module(f"configs.{pathlib.Path(file_name).stem}")
-  return module.get_config(arg)
+  """Builds the ConfigDict for "file.py:args" from the shipped config files."""
+  return config_files.get_config(config_spec)

@@ -33,6 +33,8 @@ tables repeat 1.0 MobileNet-224) are trained once; two distinct points never sha
 name (checked when the sweep is built). A new sweep is a `_register` call.
 
   python -m experiments.sweeps --sweep=async   # lists the points and their overrides
+
+Installed with pip, the same program is `mobilenet-sweeps`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ import functools
 import itertools
 from typing import Any, Callable, Iterable, Mapping
 
-from experiments import paper, references
+from absl import flags
+
+from mobilenet_jax import cli
 from mobilenet_jax.rundir import identity as run_identity
+
+from . import paper, references
 
 Override = tuple[str, Any]
 
@@ -282,16 +288,24 @@ def _build(name: str) -> Sweep:
   return Sweep(name, kind, description, _name_points(points()), paper_table)
 
 
+def define_flags() -> None:
+  """The flags of `mobilenet-sweeps`."""
+  flags.DEFINE_enum("sweep", "all", SWEEP_NAMES, "Which sweep to list.")
+
+
 def main(argv):
   """absl entry point: prints the points of --sweep."""
   del argv
-  sweep = get_sweep(_SWEEP.value)
+  sweep = get_sweep(flags.FLAGS.sweep)
   print(f"{sweep.name}: {sweep.description} ({sweep.kind}, {len(sweep.points)} points)")
   for point in sweep.points:
     print(f"{point.name:<44} {point.config} {' '.join(point.args())}")
 
 
+def console_main():
+  """The `mobilenet-sweeps` console script (and `python -m experiments.sweeps`)."""
+  cli.run(main, define_flags)
+
+
 if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  _SWEEP = flags.DEFINE_enum("sweep", "all", SWEEP_NAMES, "Which sweep to list.")
-  app.run(main)
+  console_main()

@@ -24,6 +24,8 @@ import shlex
 
 import jax
 
+from mobilenet_jax.errors import ConfigError
+
 # Google's index of libtpu wheels that `pip install jax[tpu]` needs.
 LIBTPU_INDEX = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 REMOTE_PYTHON = "python3"  # The TPU VM image's Python; never the local interpreter.
@@ -104,5 +106,5 @@ def ssh_command(tpu: Slice, script: str) -> list[str]:
 def parse_slices(names: str, zone: str | None, project: str | None) -> list[Slice]:
   """--tpu=NAME[,NAME...] with --zone (required) and --project."""
   if not zone:
-    raise ValueError("--tpu needs --zone=ZONE (the zone the TPU VMs are in).")
+    raise ConfigError("--tpu needs --zone=ZONE (the zone the TPU VMs are in).")
   return [Slice(name.strip(), zone, project) for name in names.split(",") if name.strip()]

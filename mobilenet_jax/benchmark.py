@@ -1,14 +1,14 @@
 r"""Training and inference speed of a config's model, optionally beside PyTorch.
 
   python -m mobilenet_jax.benchmark --config=configs/mobilenet_v1.py:res=128 \
-      --batch=32 --steps=10 --json=v1_128.json --torch
+      --batch_size=32 --steps=10 --json=v1_128.json --torch
 
 Reports, for `config.model` at `config.data.image_size`:
 - `train_images_per_sec`: steady state (after compile) of the benchmark's own jitted
   step: softmax cross-entropy, gradients, an optax RMSprop update, BatchNorm in train
   mode, the state donated. It is deliberately small and is not the real trainer
   (mobilenet_jax/train/): no EMA, weight decay, schedule or sharding.
-- `infer_images_per_sec` at --batch and `latency_ms_batch1`, medians of several runs.
+- `infer_images_per_sec` at --batch_size and `latency_ms_batch1`, medians of several runs.
 - `compile_s`: trace, lower and compile of the train step with an empty persistent
   compilation cache (a first run); `compile_cached_s`: the same again with the
   in-memory caches cleared and the persistent cache filled (a second run, a resumed
@@ -17,7 +17,7 @@ Reports, for `config.model` at `config.data.image_size`:
   where the backend reports `memory_stats()`.
 Every jit takes the per-jit XLA options of `runtime.compiler_options` ("train" for the
 step, "inference" for the rest), as the trainer, `evaluate` and `predict` do.
-With --torch the same architecture in PyTorch (benchmarks/torch_reference.py) runs
+With --torch the same architecture in PyTorch (mobilenet_jax/torch_reference.py) runs
 with the same batch, resolution and optimizer, and `ratios` holds JAX / PyTorch
 throughput and PyTorch / JAX latency (>= 1 means JAX is at least as fast).
 
@@ -27,13 +27,14 @@ On Linux the command re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hu
 call and, with 4 KiB pages, page faults cost as much as the arithmetic; with
 transparent huge pages they mostly go away. PyTorch, in the same process, gets the same
 allocator.
+
+Installed with pip, the same program is `mobilenet-benchmark`.
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
-import json
 import os
 import platform
 import resource
@@ -42,12 +43,14 @@ import sys
 import time
 from typing import Any, Callable
 
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mobilenet_jax import models, runtime
+from mobilenet_jax import cli, models, runtime
+from mobilenet_jax.errors import UserError
 from mobilenet_jax.models.kernels import cpu_kernels
 from mobilenet_jax.models.kernels.depthwise import resolve_impl
 from mobilenet_jax.models.kernels.pointwise import resolve_pointwise_impl
@@ -236,14 +239,23 @@ def format_report(result: dict) -> str:
   return "\n".join(lines)
 
 
+def _torch_reference():
+  """mobilenet_jax.torch_reference, imported only here: PyTorch is never required."""
+  try:
+    from mobilenet_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise UserError(f"--torch needs PyTorch ({error}): pip install torch==2.13.0; it "
+                    "is a benchmark-only dependency.") from None
+  return torch_reference
+
+
 def run(config, batch: int, steps: int, with_torch: bool = False,
         torch_threads: int | None = None, latency_runs: int = 10) -> dict:
   """The whole benchmark as one JSON-ready dict (see the module docstring)."""
   result = {"setup": describe(config, batch, steps)}
   result.update(benchmark_jax(config, batch, steps, latency_runs=latency_runs))
   if with_torch:
-    # Imported only here: PyTorch is a benchmark-only dependency.
-    from benchmarks import torch_reference
+    torch_reference = _torch_reference()
     result["torch"] = torch_reference.benchmark(
         config.model, config.data.image_size, batch, steps,
         threads=torch_threads or os.cpu_count(), latency_runs=latency_runs)
@@ -253,34 +265,33 @@ def run(config, batch: int, steps: int, with_torch: bool = False,
   return result
 
 
-def main(argv):
-  """absl entry point."""
-  del argv
-  runtime.prepare_process("mobilenet_jax.benchmark", hugepages=_FLAGS.malloc_hugetlb)
-  result = run(_FLAGS.config, _FLAGS.batch, _FLAGS.steps, _FLAGS.torch,
-               _FLAGS.torch_threads, _FLAGS.latency_runs)
-  print(format_report(result))
-  if _FLAGS.json:
-    with open(_FLAGS.json, "w") as f:
-      json.dump(result, f, indent=2)
-
-
-if __name__ == "__main__":
-  from absl import flags
-  from ml_collections import config_flags
-
-  from mobilenet_jax import errors
-
-  config_flags.DEFINE_config_file("config", None, "Config file[:args].",
-                                  lock_config=True)
-  flags.DEFINE_integer("batch", 32, "Batch size for training and batched inference.")
+def define_flags() -> None:
+  """The flags of `mobilenet-benchmark`."""
+  cli.define_config()
+  cli.define_batch_size(32, "Batch size for training and batched inference.")
   flags.DEFINE_integer("steps", 10, "Timed training steps (after one warm-up step).")
   flags.DEFINE_integer("latency_runs", 10, "Timed batch-1 inference runs.")
-  flags.DEFINE_string("json", None, "Also write the result as JSON to this file.")
+  cli.define_json()
   flags.DEFINE_bool("torch", False, "Also run the PyTorch reference and the ratios.")
   flags.DEFINE_integer("torch_threads", None, "torch.set_num_threads; default: cores.")
   flags.DEFINE_bool("malloc_hugetlb", True,
                     "Re-execute with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (Linux).")
-  flags.mark_flags_as_required(["config"])
-  _FLAGS = flags.FLAGS
-  errors.run(main)
+
+
+def main(argv):
+  """absl entry point."""
+  del argv
+  f = flags.FLAGS
+  runtime.prepare_process("mobilenet_jax.benchmark", hugepages=f.malloc_hugetlb)
+  result = run(f.config, f.batch_size, f.steps, f.torch, f.torch_threads,
+               f.latency_runs)
+  cli.print_result(result, format_report(result), f.json)
+
+
+def console_main():
+  """The `mobilenet-benchmark` console script (and `python -m mobilenet_jax.benchmark`)."""
+  cli.run(main, define_flags)
+
+
+if __name__ == "__main__":
+  console_main()

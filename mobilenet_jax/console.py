@@ -153,12 +153,3 @@ def _stderr_silenced():
   finally:
     os.close(devnull)
 
-
-def help_shows_flags_of(module_name: str) -> None:
-  """Makes `--help` list the flags defined in `module_name`.
-
-  absl's --help lists the flags of the program's main module; for a pip console
-  script that is the generated wrapper, which defines none.
-  """
-  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)

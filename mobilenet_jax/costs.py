@@ -8,22 +8,23 @@ every layer that owns a `kernel`, so each width, depth, block and resolution is 
 from the code that runs.
 
   python -m mobilenet_jax.costs --config=configs/mobilenet_v1.py:width=0.5,res=160
-  python -m mobilenet_jax.costs --config=configs/mobilenet_v2.py --json
+  python -m mobilenet_jax.costs --config=configs/mobilenet_v2.py --json=-
+
+Installed with pip, the same program is `mobilenet-costs`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import sys
 
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mobilenet_jax import models
+from mobilenet_jax import cli, models
 from mobilenet_jax.models.depthwise import DepthwiseConv
 
 # Layer types as the V1 paper's Table 2 names them.
@@ -148,38 +149,30 @@ def format_table(costs: Costs, title: str = "") -> str:
   return "\n".join(lines)
 
 
+def define_flags() -> None:
+  """The flags of `mobilenet-costs`."""
+  cli.define_config()
+  cli.define_json()
+  flags.DEFINE_bool("layers", False, "With --json, include every layer.")
+
+
 def main(argv):
-  """absl entry point: prints the cost table (or JSON) of --config."""
+  """absl entry point: prints the cost table (and/or JSON) of --config."""
   del argv
-  config = _FLAGS.config
+  config = flags.FLAGS.config
   costs = costs_for_config(config)
-  if _FLAGS.json:
-    json.dump(costs.as_dict() if _FLAGS.layers else
-              {k: v for k, v in costs.as_dict().items() if k != "layers"},
-              sys.stdout, indent=2)
-    print()
-  else:
-    model = config.model
-    title = (f"{model.name} width={model.width} res={config.data.image_size}"
-             + (f" depth={model.depth} block={model.block}" if "depth" in model else ""))
-    print(format_table(costs, title))
+  summary = costs.as_dict()
+  if not flags.FLAGS.layers:
+    del summary["layers"]
+  model = config.model
+  title = (f"{model.name} width={model.width} res={config.data.image_size}"
+           + (f" depth={model.depth} block={model.block}" if "depth" in model else ""))
+  cli.print_result(summary, format_table(costs, title), flags.FLAGS.json)
 
 
 def console_main():
   """The `mobilenet-costs` console script (and `python -m mobilenet_jax.costs`)."""
-  global _FLAGS  # pylint: disable=global-statement
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-  from mobilenet_jax import config_files, errors  # pylint: disable=g-import-not-at-top
-
-  config_flags.DEFINE_config_file("config", None, "Config file[:args].",
-                                  lock_config=True)
-  flags.DEFINE_bool("json", False, "Print JSON instead of a table.")
-  flags.DEFINE_bool("layers", False, "With --json, include every layer.")
-  flags.mark_flags_as_required(["config"])
-  _FLAGS = flags.FLAGS
-  errors.run(main, argv=config_files.resolve_argv(sys.argv))
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

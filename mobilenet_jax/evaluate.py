@@ -7,6 +7,7 @@ The model and data settings come from the config stored in the checkpoint; it ru
 on however many devices are present (weights replicated, batches split over them).
 Every example of the split counts exactly once (the padded last batch is masked).
 The loss is plain cross-entropy, without the label smoothing of training.
+Installed with pip, the same program is `mobilenet-evaluate`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,19 @@ from absl import app
 from absl import flags
 import jax
 
-from mobilenet_jax import console, data, errors, restore, runtime
+from mobilenet_jax import cli, console, data, restore, runtime
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.errors import cli_main
 from mobilenet_jax.train import evaluation, sharding
 from mobilenet_jax.train.step import make_eval_step
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program, so that importing
-  this module next to another tool never defines a flag twice)."""
-  flags.DEFINE_string("workdir", None, "The run directory.")
-  flags.DEFINE_integer("step", None, "Checkpointed step (default: latest).")
-  flags.DEFINE_bool("ema", False, "Evaluate the moving average of the weights.")
+
+def define_flags() -> None:
+  """The flags of `mobilenet-evaluate`."""
+  cli.define_workdir()
+  cli.define_checkpoint_choice("Evaluate")
   flags.DEFINE_string("split", None, "Split (default: the config's eval split).")
-  flags.DEFINE_string("data_dir", None, "Overrides config.data.data_dir.")
-  flags.DEFINE_integer("batch_size", None,
-                       "Global batch size (default: config.eval_batch_size).")
-  flags.mark_flag_as_required("workdir")
+  cli.define_data_dir()
+  cli.define_batch_size(None, "Global batch size (default: config.eval_batch_size).")
 
 
 def evaluate(model, variables, data_config, batch_size: int,
@@ -71,7 +68,6 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
   return dict(metrics, split=split)
 
 
-@cli_main
 def main(argv):
   """The command-line program."""
   # Re-executes itself for huge pages: first, so that nothing is imported twice.
@@ -88,10 +84,8 @@ def main(argv):
 
 
 def console_main():
-  """The `mobilenet-evaluate` console script."""
-  define_flags()
-  console.help_shows_flags_of(__name__)
-  errors.run(main)
+  """The `mobilenet-evaluate` console script (and `python -m mobilenet_jax.evaluate`)."""
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ support overview": jax2tf -> SavedModel -> TFLite converter).
   --input=uint8 the normalization (CAST, MUL, SUB) runs in float before the first
   QUANTIZE.
 TFLite models run with the LiteRT interpreter (`ai-edge-litert`).
+Installed with pip, the same program is `mobilenet-export`.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ import os
 import time
 from typing import Callable, Iterator
 
+from absl import app
+from absl import flags
 import jax
 import numpy as np
 
+from mobilenet_jax import cli
 from mobilenet_jax import console
 from mobilenet_jax import data
 from mobilenet_jax import models
@@ -318,13 +322,31 @@ def format_report(rows: list[dict], note: str) -> str:
   return "\n".join(lines + ["", note])
 
 
+def define_flags() -> None:
+  """The flags of `mobilenet-export`."""
+  cli.define_workdir()
+  cli.define_checkpoint_choice("Export")
+  flags.DEFINE_enum("format", None, list(FORMATS), "What to write.")
+  flags.DEFINE_enum("quantize", None, ["int8"],
+                    "int8: full-integer post-training quantization (tflite only).")
+  flags.DEFINE_enum("input", "float", list(INPUTS),
+                    "float: images in [-1, 1]; uint8: raw pixels.")
+  flags.DEFINE_string("out", None, "Output path (a directory for saved_model).")
+  flags.DEFINE_integer("calibration_images", 300, "Images calibrating int8.")
+  flags.DEFINE_bool("random_calibration", False, "Calibrate the report's int8 model on "
+                    "random images (when the run's dataset is not available here).")
+  flags.DEFINE_bool("report", False, "Print the deployment table instead.")
+  flags.DEFINE_integer("threads", None, "TFLite threads for --report (default: all).")
+  flags.DEFINE_integer("runs", 200, "Timed runs per model for --report.")
+  flags.DEFINE_integer("max_examples", 1000, "Eval images for --report's top-1.")
+
+
 def main(argv):
   """The command-line program."""
-  from absl import app  # pylint: disable=g-import-not-at-top
   console.configure()  # Quiet TensorFlow, Orbax and TFDS, as in the other tools.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  f = _FLAGS
+  f = flags.FLAGS
   if f.report:
     rows, note = deployment_report(f.workdir, f.step, f.ema, f.threads, f.runs,
                                    f.max_examples, f.calibration_images,
@@ -338,26 +360,10 @@ def main(argv):
   print(f"Wrote {out}")
 
 
+def console_main():
+  """The `mobilenet-export` console script (and `python -m mobilenet_jax.export`)."""
+  cli.run(main, define_flags)
+
+
 if __name__ == "__main__":
-  from absl import app as _app, flags  # pylint: disable=g-import-not-at-top
-
-  from mobilenet_jax.errors import cli_main  # pylint: disable=g-import-not-at-top
-
-  flags.DEFINE_string("workdir", None, "The run directory.")
-  flags.DEFINE_integer("step", None, "Checkpointed step (default: latest).")
-  flags.DEFINE_bool("ema", False, "Export the moving average of the weights.")
-  flags.DEFINE_enum("format", None, list(FORMATS), "What to write.")
-  flags.DEFINE_string("quantize", None, "int8: full-integer post-training quantization.")
-  flags.DEFINE_enum("input", "float", list(INPUTS),
-                    "float: images in [-1, 1]; uint8: raw pixels.")
-  flags.DEFINE_string("out", None, "Output path (a directory for saved_model).")
-  flags.DEFINE_integer("calibration_images", 300, "Images calibrating int8.")
-  flags.DEFINE_bool("random_calibration", False, "Calibrate the report's int8 model on "
-                    "random images (when the run's dataset is not available here).")
-  flags.DEFINE_bool("report", False, "Print the deployment table instead.")
-  flags.DEFINE_integer("threads", None, "TFLite threads for --report (default: all).")
-  flags.DEFINE_integer("runs", 200, "Timed runs per model for --report.")
-  flags.DEFINE_integer("max_examples", 1000, "Eval images for --report's top-1.")
-  flags.mark_flag_as_required("workdir")
-  _FLAGS = flags.FLAGS
-  _app.run(cli_main(main))
+  console_main()

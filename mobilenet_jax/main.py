@@ -16,24 +16,26 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from mobilenet_jax import config_files, console, errors
+from mobilenet_jax import cli, console
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import layout
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, optionally with :args.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False,
-    "Call jax.distributed.initialize(); its arguments come from the three flags below "
-    "or, on TPU pods and SLURM/MPI clusters, from the environment.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0, e.g. 127.0.0.1:12345.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags() -> None:
+  """The flags of `mobilenet-train`."""
+  cli.define_config()
+  cli.define_workdir("Where checkpoints and metrics go; a workdir with checkpoints "
+                     "resumes from its latest.")
+  flags.DEFINE_bool(
+      "distributed", False,
+      "Call jax.distributed.initialize(); its arguments come from the three flags below "
+      "or, on TPU pods and SLURM/MPI clusters, from the environment.")
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0, e.g. 127.0.0.1:12345.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes.")
+  flags.DEFINE_integer("process_id", None, "This process's index.")
+
 
 # Environments in which jax.distributed.initialize() finds its arguments by itself.
 _CLUSTER_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE",
@@ -44,9 +46,9 @@ def _initialize_distributed(jax) -> None:
   """jax.distributed.initialize(), or one ConfigError saying what is missing."""
   try:
     # On CPU, collectives across processes go through gloo (JAX's default).
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(coordinator_address=flags.FLAGS.coordinator_address,
+                               num_processes=flags.FLAGS.num_processes,
+                               process_id=flags.FLAGS.process_id)
   except ValueError as e:  # JAX found no cluster to join, e.g. "coordinator_address ..."
     reason = str(e).rstrip(".")
     raise ConfigError(
@@ -58,6 +60,7 @@ def _initialize_distributed(jax) -> None:
 
 def main(argv):
   """absl entry point."""
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from mobilenet_jax import runtime  # pylint: disable=g-import-not-at-top
@@ -65,18 +68,18 @@ def main(argv):
   # Before TensorFlow and Orbax are imported; TensorFlow itself after validation.
   console.configure(load_tensorflow=False)
   import jax  # pylint: disable=g-import-not-at-top
-  if (_DISTRIBUTED.value or _COORDINATOR.value
+  if (FLAGS.distributed or FLAGS.coordinator_address
       or any(k in os.environ for k in _CLUSTER_ENV)):
     _initialize_distributed(jax)
   # Config errors in the first seconds, before TensorFlow and the trainer load; what
   # needs the devices, the dataset or the workdir is checked by the trainer.
   from mobilenet_jax.train import validation  # pylint: disable=g-import-not-at-top
-  validation.validate(_CONFIG.value)
+  validation.validate(FLAGS.config)
   console.load_tensorflow_quietly()
   # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
   py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import preemption, trainer  # pylint: disable=g-import-not-at-top
-  results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, validated=True)
+  results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, validated=True)
   if results.get("signal") == "SIGINT":
     sys.exit(preemption.INTERRUPTED_STATUS)
   final = results.get("final", {})
@@ -86,13 +89,12 @@ def main(argv):
           f"top-5 {final['raw']['top5']:.4f}, over {final['raw']['num_examples']} "
           f"examples; {results['wall_time_s']:.0f} s, "
           f"{results['train_images_per_sec']:.0f} train images/s. "
-          f"Results in {layout.results_path(_WORKDIR.value)}", flush=True)
+          f"Results in {layout.results_path(FLAGS.workdir)}", flush=True)
 
 
 def console_main():
-  """The `mobilenet-train` console script."""
-  console.help_shows_flags_of(__name__)
-  errors.run(main, argv=config_files.resolve_argv(sys.argv))
+  """The `mobilenet-train` console script (and `python -m mobilenet_jax.main`)."""
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ r"""Classifies image files with a trained run: the top classes and their probabi
 
 Images get the eval preprocessing of the run's config. Class names come from the
 run's dataset; if it is not available here, classes are shown by index.
+Installed with pip, the same program is `mobilenet-predict`.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import jax
 import numpy as np
 
 import mobilenet_jax
-from mobilenet_jax import console, data, errors, restore, runtime
-from mobilenet_jax.errors import DataError, cli_main
+from mobilenet_jax import cli, console, data, restore, runtime
+from mobilenet_jax.errors import DataError
 
 
-def define_flags():
-  """Defines the command-line flags (only when run as a program, so that importing
-  this module next to another tool never defines a flag twice)."""
-  flags.DEFINE_string("workdir", None, "The run directory.")
-  flags.DEFINE_integer("step", None, "Checkpointed step (default: latest).")
-  flags.DEFINE_bool("ema", False, "Use the moving average of the weights.")
-  flags.DEFINE_string("data_dir", None, "Overrides config.data.data_dir "
-                      "(where the class names are looked up).")
+def define_flags() -> None:
+  """The flags of `mobilenet-predict` (the image files follow them)."""
+  cli.define_workdir()
+  cli.define_checkpoint_choice("Use")
+  cli.define_data_dir(" (where the class names are looked up)")
   flags.DEFINE_integer("top_k", 5, "How many classes to print per image.")
-  flags.mark_flag_as_required("workdir")
 
 
 def class_names(data_config, num_classes: int) -> list[str]:
@@ -66,7 +63,6 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
   return [[(int(i), float(p[i])) for i in row] for p, row in zip(probs, order)]
 
 
-@cli_main
 def main(argv):
   """The command-line program."""
   # Re-executes itself for huge pages: first, so that nothing is imported twice.
@@ -91,10 +87,8 @@ def main(argv):
 
 
 def console_main():
-  """The `mobilenet-predict` console script."""
-  define_flags()
-  console.help_shows_flags_of(__name__)
-  errors.run(main)
+  """The `mobilenet-predict` console script (and `python -m mobilenet_jax.predict`)."""
+  cli.run(main, define_flags)
 
 
 if __name__ == "__main__":

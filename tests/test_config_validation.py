@@ -2,10 +2,10 @@
 
 import pytest
 
-from configs import common
 from configs import default
 from configs import mobilenet_v1
 from configs import mobilenet_v2
+from mobilenet_jax import config_recipes
 from mobilenet_jax.train import validation as config_validation
 from mobilenet_jax.errors import ConfigError
 from tests import ckpt_helpers as h
@@ -123,8 +123,8 @@ def test_config_arguments_are_typed(arg, match):
 
 
 def test_given_args():
-  assert common.given_args("runlocal, width=0.5,,") == {"runlocal", "width"}
-  assert common.given_args(None) == set()
+  assert config_recipes.given_args("runlocal, width=0.5,,") == {"runlocal", "width"}
+  assert config_recipes.given_args(None) == set()
 
 
 def test_batch_larger_than_the_train_split_names_a_batch_that_fits():

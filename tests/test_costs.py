@@ -91,7 +91,7 @@ def test_width_resolution_grid(width, res):
 def test_cli_json():
   out = subprocess.run(
       [sys.executable, "-m", "mobilenet_jax.costs",
-       "--config=configs/mobilenet_v1.py:width=0.5,res=160", "--json"],
+       "--config=configs/mobilenet_v1.py:width=0.5,res=160", "--json=-"],
       capture_output=True, text=True, check=True).stdout
   report = json.loads(out)
   assert report["mult_adds"] == costs.costs_for_config(

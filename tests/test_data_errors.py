@@ -2,12 +2,12 @@
 
 import pytest
 
-from configs import common
+from mobilenet_jax import config_recipes
 from mobilenet_jax import data
 
 
 def _config(name, data_dir, **overrides):
-  config = common.data_config(name, 32)
+  config = config_recipes.data_config(name, 32)
   config.data_dir = str(data_dir)
   config.update(overrides)
   return config

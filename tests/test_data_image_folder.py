@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from configs import common
+from mobilenet_jax import config_recipes
 from mobilenet_jax import data
 from mobilenet_jax.data import decode
 
@@ -33,7 +33,7 @@ def folder(tmp_path_factory):
 
 
 def _config(root, **overrides):
-  config = common.data_config("image_folder", 24)
+  config = config_recipes.data_config("image_folder", 24)
   config.data_dir = str(root)
   config.update(overrides)
   return config

@@ -6,12 +6,12 @@ import itertools
 import numpy as np
 import pytest
 
-from configs import common
+from mobilenet_jax import config_recipes
 from mobilenet_jax import data
 
 
 def _config(data_dir, image_size=32, **overrides):
-  config = common.data_config("shapes10/tiny", image_size)
+  config = config_recipes.data_config("shapes10/tiny", image_size)
   config.data_dir = data_dir
   config.eval_split = "test"
   config.update(overrides)

@@ -6,7 +6,7 @@
     for batch in data.eval_batches(config.data, eval_batch_size):
       ...  # plus 'mask': float32, 0.0 on padding
 
-`config.data` is the section built by `configs.common.data_config`. TensorFlow (used
+`config.data` is the section built by `config_recipes.data_config`. TensorFlow (used
 for tf.data only, hidden from GPUs/TPUs) is imported on first use, so importing this
 package stays cheap; the first call also registers the `shapes10` TFDS builder (for
 the TFDS CLI: `--imports=mobilenet_jax.data.builtin_shapes`).

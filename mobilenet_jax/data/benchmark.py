@@ -12,18 +12,18 @@ from __future__ import annotations
 import time
 
 from absl import flags
-from ml_collections import config_flags
 
+from mobilenet_jax import cli
 from mobilenet_jax import data
-from mobilenet_jax import errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with args).",
-                                          lock_config=True)
-_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per measurement.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches before measuring.")
-_BATCH_SIZE = flags.DEFINE_integer(
-    "batch_size", 0, "Global batch size; 0 = config.global_batch_size (train) and "
-    "config.eval_batch_size (eval).")
+
+def define_flags() -> None:
+  """The flags of the input-pipeline benchmark."""
+  cli.define_config()
+  flags.DEFINE_integer("batches", 20, "Timed batches per measurement.")
+  flags.DEFINE_integer("warmup", 2, "Untimed batches before measuring.")
+  cli.define_batch_size(None, "Global batch size (default: config.global_batch_size "
+                        "for train, config.eval_batch_size for eval).")
 
 
 def images_per_second(batches, num_batches: int, warmup: int) -> tuple[float, int]:
@@ -44,26 +44,32 @@ def images_per_second(batches, num_batches: int, warmup: int) -> tuple[float, in
 
 
 def main(argv):
+  """absl entry point: prints train and eval images/s of --config's input pipeline."""
   del argv
-  config = _CONFIG.value
-  train_batch = _BATCH_SIZE.value or config.global_batch_size
-  eval_batch = _BATCH_SIZE.value or config.eval_batch_size
+  f = flags.FLAGS
+  config = f.config
+  train_batch = f.batch_size or config.global_batch_size
+  eval_batch = f.batch_size or config.eval_batch_size
   info = data.get_dataset_info(config.data)
   print(f"dataset {config.data.name}: {info.num_classes} classes, "
         f"{info.num_train_examples} train / {info.num_eval_examples} eval examples; "
         f"image size {config.data.image_size}")
   rate, n = images_per_second(
       data.train_batches(config.data, train_batch, seed=config.get("seed", 0)),
-      _BATCHES.value, _WARMUP.value)
+      f.batches, f.warmup)
   print(f"train: {rate:,.0f} images/s ({n} images, batch {train_batch})")
   # Eval is one finite pass: re-read it until enough batches are timed.
   def eval_forever():
     while True:
       yield from data.eval_batches(config.data, eval_batch)
-  rate, n = images_per_second(eval_forever(), _BATCHES.value, _WARMUP.value)
+  rate, n = images_per_second(eval_forever(), f.batches, f.warmup)
   print(f"eval:  {rate:,.0f} images/s ({n} images, batch {eval_batch})")
 
 
+def console_main():
+  """`python -m mobilenet_jax.data.benchmark` (no console script: a developer's tool)."""
+  cli.run(main, define_flags)
+
+
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  errors.run(main)
+  console_main()

@@ -26,6 +26,7 @@ trained run. What the conversion relies on:
   to a 1000-class model; `config.imported_from.classes` says which the run has.
 
 Keras (and TensorFlow with it) is imported only by this module, on first use.
+Installed with pip, the same program is `mobilenet-from-keras`.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ import math
 import os
 from typing import Any, Iterator
 
-import flax
+from absl import app, flags
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mobilenet_jax import models
+from mobilenet_jax import cli, config_files, console, models
 from mobilenet_jax.errors import UserError
 
 ARCHS = {"v1": "mobilenet_v1", "v2": "mobilenet_v2"}
@@ -248,9 +249,8 @@ def _with_background(params: dict) -> dict:
 def build_config(arch: str, width: float, res: int, num_classes: int, bn: dict,
                  dropout_rate: float, provenance: dict) -> ml_collections.ConfigDict:
   """The paper config of `arch` with the Keras model's settings (what the run stores)."""
-  from configs import mobilenet_v1, mobilenet_v2  # pylint: disable=g-import-not-at-top
-  module = {"v1": mobilenet_v1, "v2": mobilenet_v2}[arch]
-  config = module.get_config(f"width={width},res={res},num_classes={num_classes}")
+  config = config_files.get_config(
+      f"{ARCHS[arch]}.py:width={width},res={res},num_classes={num_classes}")
   config.model.bn_epsilon = bn["epsilon"]  # Keras: 1e-3, as TF-slim.
   config.model.bn_momentum = bn["momentum"]  # Keras: V1 0.99, V2 0.999.
   config.model.dropout_rate = dropout_rate  # Keras: V1 0.001, V2 no dropout.
@@ -343,14 +343,25 @@ def build_keras_model(arch: str, width: float, res: int, weights_file: str | Non
   return model
 
 
+def define_flags() -> None:
+  """The flags of `mobilenet-from-keras`."""
+  flags.DEFINE_enum("arch", None, list(ARCHS), "MobileNet V1 or V2.", required=True)
+  flags.DEFINE_float("width", 1.0, "Width multiplier alpha of the Keras model.")
+  flags.DEFINE_integer("res", None, "Input resolution (default 224).")
+  flags.DEFINE_string("weights", None, "Keras weights file (.h5 or .keras); none: "
+                      "Keras' random initialization.")
+  flags.DEFINE_integer("keras_classes", 1000, "Classes of the Keras model / weights.")
+  flags.DEFINE_integer("num_classes", None, "Classes of the run: the Keras model's "
+                       "(default), or one more to add TF-slim's background class.")
+  cli.define_workdir("The new run directory.")
+
+
 def main(argv):
   """The command-line program."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from mobilenet_jax import console  # pylint: disable=g-import-not-at-top
   console.configure()  # Quiet TensorFlow, Orbax and TFDS, as in the other tools.
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  f = _FLAGS
+  f = flags.FLAGS
   model = build_keras_model(f.arch, f.width, f.res or 224, f.weights, f.keras_classes)
   if not f.weights:
     print("note: no --weights: Keras' random initialization (for timing and tests).")
@@ -361,20 +372,10 @@ def main(argv):
         f"{f.workdir} ({config.imported_from.classes}).")
 
 
+def console_main():
+  """The `mobilenet-from-keras` console script."""
+  cli.run(main, define_flags)
+
+
 if __name__ == "__main__":
-  from absl import app as _app, flags  # pylint: disable=g-import-not-at-top
-
-  from mobilenet_jax.errors import cli_main  # pylint: disable=g-import-not-at-top
-
-  flags.DEFINE_enum("arch", None, list(ARCHS), "MobileNet V1 or V2.")
-  flags.DEFINE_float("width", 1.0, "Width multiplier alpha of the Keras model.")
-  flags.DEFINE_integer("res", None, "Input resolution (default 224).")
-  flags.DEFINE_string("weights", None, "Keras weights file (.h5 or .keras); none: "
-                      "Keras' random initialization.")
-  flags.DEFINE_integer("keras_classes", 1000, "Classes of the Keras model / weights.")
-  flags.DEFINE_integer("num_classes", None, "Classes of the run: the Keras model's "
-                       "(default), or one more to add TF-slim's background class.")
-  flags.DEFINE_string("workdir", None, "The new run directory.")
-  flags.mark_flags_as_required(["arch", "workdir"])
-  _FLAGS = flags.FLAGS
-  _app.run(cli_main(main))
+  console_main()

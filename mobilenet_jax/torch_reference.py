@@ -1,7 +1,8 @@
 """MobileNet V1/V2 in PyTorch, channels-last, as a speed reference for the benchmark.
 
-Run through `python -m mobilenet_jax.benchmark ... --torch`; PyTorch is a benchmark-only
-dependency (`pip install torch==2.13.0`), never needed by the package. The networks
+Run through `python -m mobilenet_jax.benchmark ... --torch`, the only importer of this
+module; PyTorch is a benchmark-only dependency (`pip install torch==2.13.0`), never
+needed by the rest of the package. The networks
 match mobilenet_jax/models in layers, channels, strides and width rules; they pad
 symmetrically instead of TF "SAME", which changes no speed.
 """

@@ -2,7 +2,9 @@
 
 Config files take one string argument, as in big_vision:
 `--config=configs/mobilenet_v1.py:width=0.5,res=160`. `parse_arg` turns it into a
-ConfigDict whose values are typed after the defaults the file declares.
+ConfigDict whose values are typed after the defaults the file declares. The files in
+configs/ import this module (and nothing from `configs`), so that they load the same
+from a clone and from an installed copy (mobilenet_jax/config_files.py).
 """
 
 from __future__ import annotations
@@ -110,32 +112,8 @@ def train_config() -> ml_collections.ConfigDict:
   config.num_epochs = 300.0
   # When > 0, overrides num_epochs.
   config.num_train_steps = -1
-
-  config.optimizer = ml_collections.ConfigDict()
-  # "rmsprop_tf" (TF1 semantics: eps inside the sqrt, accumulator starts at ones),
-  # "sgd" (with momentum) or "adamw".
-  config.optimizer.name = "rmsprop_tf"
-  config.optimizer.decay = 0.9  # RMSprop decay, TPU reference and V2 paper.
-  config.optimizer.momentum = 0.9  # TPU reference and V2 paper.
-  config.optimizer.epsilon = 1.0  # TPU reference.
-  config.optimizer.nesterov = False  # sgd only
-  config.optimizer.b1 = 0.9  # adamw only
-  config.optimizer.b2 = 0.999  # adamw only
-  config.optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
-
-  config.lr = ml_collections.ConfigDict()
-  # Learning rate = base x global_batch / reference_batch (linear scaling).
-  config.lr.base = 0.165  # TPU reference: 0.165 x batch / 256.
-  config.lr.reference_batch = 256
-  config.lr.warmup_epochs = 0.0  # TPU reference: no warmup.
-  config.lr.schedule = "exponential"  # "exponential" (staircase), "cosine", "constant"
-  config.lr.decay_rate = 0.94  # TPU reference: 0.94 every 3 epochs.
-  config.lr.decay_epochs = 3.0
-  config.lr.min_ratio = 1e-4  # Floor as a fraction of the initial rate (TPU reference).
-  # "inverse": a gradient d steps stale gets lr / max(1, d) (staleness-aware async SGD,
-  # Zhang et al. 2016, arXiv:1511.05950); "none": every gradient gets lr. Only acts with
-  # staleness > 0 (mobilenet_jax/train/async_emulation.py).
-  config.lr.staleness_scaling = "none"
+  config.optimizer = _optimizer_config()
+  config.lr = _lr_config()
 
   # L2 weight decay added to the gradient (TF's wd*sum(w^2)/2 has gradient wd*w) on
   # regular conv and classifier kernels; TF-slim: 4e-5.
@@ -160,19 +138,58 @@ def train_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.keep_best_checkpoint = True
   config.eval_batch_size = 1024
+  config.init_from = _init_from_config()
+  return config
 
-  # Start from another run's checkpoint (mobilenet_jax/rundir/).
-  config.init_from = ml_collections.ConfigDict()
-  config.init_from.workdir = ml_collections.FieldReference(None, field_type=str)
-  config.init_from.step = -1  # -1 = latest.
-  config.init_from.backbone_only = False  # New classifier for a new class count.
-  config.init_from.freeze_backbone = False
+
+def _optimizer_config() -> ml_collections.ConfigDict:
+  """`config.optimizer` of train_config."""
+  optimizer = ml_collections.ConfigDict()
+  # "rmsprop_tf" (TF1 semantics: eps inside the sqrt, accumulator starts at ones),
+  # "sgd" (with momentum) or "adamw".
+  optimizer.name = "rmsprop_tf"
+  optimizer.decay = 0.9  # RMSprop decay, TPU reference and V2 paper.
+  optimizer.momentum = 0.9  # TPU reference and V2 paper.
+  optimizer.epsilon = 1.0  # TPU reference.
+  optimizer.nesterov = False  # sgd only
+  optimizer.b1 = 0.9  # adamw only
+  optimizer.b2 = 0.999  # adamw only
+  optimizer.grad_clip_norm = 0.0  # 0 disables clipping.
+  return optimizer
+
+
+def _lr_config() -> ml_collections.ConfigDict:
+  """`config.lr` of train_config: the learning-rate schedule."""
+  lr = ml_collections.ConfigDict()
+  # Learning rate = base x global_batch / reference_batch (linear scaling).
+  lr.base = 0.165  # TPU reference: 0.165 x batch / 256.
+  lr.reference_batch = 256
+  lr.warmup_epochs = 0.0  # TPU reference: no warmup.
+  lr.schedule = "exponential"  # "exponential" (staircase), "cosine", "constant"
+  lr.decay_rate = 0.94  # TPU reference: 0.94 every 3 epochs.
+  lr.decay_epochs = 3.0
+  lr.min_ratio = 1e-4  # Floor as a fraction of the initial rate (TPU reference).
+  # "inverse": a gradient d steps stale gets lr / max(1, d) (staleness-aware async SGD,
+  # Zhang et al. 2016, arXiv:1511.05950); "none": every gradient gets lr. Only acts with
+  # staleness > 0 (mobilenet_jax/train/async_emulation.py).
+  lr.staleness_scaling = "none"
+  return lr
+
+
+def _init_from_config() -> ml_collections.ConfigDict:
+  """`config.init_from` of train_config: start from another run's checkpoint
+  (mobilenet_jax/rundir/)."""
+  init_from = ml_collections.ConfigDict()
+  init_from.workdir = ml_collections.FieldReference(None, field_type=str)
+  init_from.step = -1  # -1 = latest.
+  init_from.backbone_only = False  # New classifier for a new class count.
+  init_from.freeze_backbone = False
   # With freeze_backbone: BatchNorm normalizes with its running statistics during
   # training as well (Keras' transfer-learning recipe, base_model(x, training=False)),
   # so training and evaluation see the same network. False: batch statistics in
   # training, running statistics kept unchanged.
-  config.init_from.freeze_bn = True
-  return config
+  init_from.freeze_bn = True
+  return init_from
 
 
 def shrink_for_local_run(config: ml_collections.ConfigDict, args=None,
