@@ -98,7 +98,7 @@ def decode_checked(data: tf.Tensor, name: tf.Tensor,
   """Graph-mode decode with a per-file check: returns (RGB uint8 image, ok).
 
   on_corrupt="error" fails the pipeline with a CorruptImageError naming the file
-  (see `reraise_corrupt`); "skip" logs a warning naming it and returns ok=False.
+  (see `corrupt_image_error`); "skip" logs a warning naming it and returns ok=False.
   """
   if on_corrupt not in ON_CORRUPT_MODES:
     raise ValueError(
@@ -109,8 +109,8 @@ def decode_checked(data: tf.Tensor, name: tf.Tensor,
   return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(ok, [])
 
 
-def reraise_corrupt(error: tf.errors.OpError) -> None:
-  """Turns a TF error raised by a CorruptImageError inside tf.data back into one.
+def corrupt_image_error(error: tf.errors.OpError) -> CorruptImageError | None:
+  """The CorruptImageError a TF error from inside tf.data stands for, or None.
 
   TensorFlow wraps Python exceptions from `numpy_function` in an OpError whose text
   holds the traceback; this keeps one readable message naming the file.
@@ -118,4 +118,5 @@ def reraise_corrupt(error: tf.errors.OpError) -> None:
   marker = CorruptImageError.__name__ + ": "
   for line in str(error.message).splitlines():
     if marker in line:
-      raise CorruptImageError(line.split(marker, 1)[1].strip()) from None
+      return CorruptImageError(line.split(marker, 1)[1].strip())
+  return None

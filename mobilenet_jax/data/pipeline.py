@@ -55,21 +55,22 @@ def _options() -> tf.data.Options:
 def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
   """Iterates a batched dataset as numpy dicts, with readable corrupt-image errors."""
   iterator = iter(ds.as_numpy_iterator())
-  try:
-    while True:
-      try:
-        batch = next(iterator)
-      except StopIteration:
-        return
-      except tf.errors.OpError as e:
-        decode.reraise_corrupt(e)
-        raise
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as error:
+      failure = decode.corrupt_image_error(error) or error
+    else:
       yield batch
-  finally:
-    # Ends the prefetch threads now. Kept alive by an error's traceback, the
-    # iterator would be destroyed at interpreter shutdown, where its destructor can
-    # wait forever on them (a corrupt eval image used to hang the process that way).
+      continue
+    # Raised with neither the TF error's traceback nor the iterator: kept alive by
+    # them, the iterator would be destroyed at interpreter shutdown, where its
+    # destructor can wait forever on its prefetch threads (a corrupt eval image used
+    # to hang the process at exit that way). Deleted here, it ends them now.
     del iterator
+    raise failure.with_traceback(None)
 
 
 def _fold(seed: tf.Tensor, value) -> tf.Tensor:
