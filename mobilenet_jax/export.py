@@ -207,6 +207,19 @@ class TFLiteModel:
     return np.stack([self.invoke(image) for image in images])
 
 
+def _check_out(fmt: str, out: str) -> None:
+  """ConfigError before any work if `out` cannot take what `fmt` writes."""
+  if not out:
+    raise ConfigError("--out is empty: name the file (or, for saved_model, the "
+                      "directory) to write.")
+  if fmt == "tflite" and os.path.isdir(out):
+    raise ConfigError(f"--out={out} is a directory; a TFLite model is one file: "
+                      f"name it, e.g. --out={os.path.join(out, 'model.tflite')}.")
+  if fmt == "saved_model" and os.path.isfile(out):
+    raise ConfigError(f"--out={out} is a file; a SavedModel is a directory: name a "
+                      "new one.")
+
+
 def export(workdir: str, fmt: str, out: str, step: int | None = None, ema: bool = False,
            quantize: str | None = None, input_kind: str = "float",
            num_calibration: int = 300) -> str:
@@ -218,6 +231,7 @@ def export(workdir: str, fmt: str, out: str, step: int | None = None, ema: bool 
   quantize = quantize if quantize == "int8" else None
   if quantize and fmt != "tflite":
     raise ConfigError("--quantize=int8 needs --format=tflite.")
+  _check_out(fmt, out)
   model, variables, config = load_for_export(workdir, step, ema)
   fn = serving_function(model, variables, input_kind)
   size = config.data.image_size

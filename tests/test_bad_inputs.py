@@ -110,6 +110,11 @@ CASES = [
          ("No checkpoint in /no/such/run",), tool="evaluate", only_line=False),
     Case("evaluate_zero_batch", ("--workdir={workdir}", "--batch_size=0"),
          ("--batch_size=0",), tool="evaluate", only_line=False),
+    Case("export_out_is_a_directory",
+         ("--workdir={workdir}", "--format=tflite", "--out={data}"),
+         ("is a directory", "model.tflite"), tool="export", only_line=False),
+    Case("predict_given_a_directory", ("--workdir={workdir}", "{data}"),
+         ("is a directory, not an image file",), tool="predict", only_line=False),
     Case("predict_missing_image", ("--workdir={workdir}", "{data}/missing.png"),
          ("missing.png",), tool="predict", only_line=False),
 ]

@@ -190,3 +190,19 @@ def test_out_of_memory_names_the_batch_to_lower():
   with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
     with trainer._out_of_memory_named(cfg):  # pylint: disable=protected-access
       raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+
+# ---------------------------------------------------------------- silent acceptance
+
+def test_evaluate_refuses_a_dataset_with_another_class_count(trained_tiny_run,
+                                                              monkeypatch):
+  from mobilenet_jax import data, evaluate  # pylint: disable=g-import-not-at-top
+  workdir, _ = trained_tiny_run
+  real = data.get_dataset_info
+
+  def five_classes(data_config):
+    return real(data_config).__class__(**{**vars(real(data_config)), "num_classes": 5})
+
+  monkeypatch.setattr(data, "get_dataset_info", five_classes)
+  with pytest.raises(ConfigError, match="has 5 classes, the model of .* 10"):
+    evaluate.run(workdir, data_dir="/elsewhere")

@@ -199,6 +199,9 @@ def read_image_file(path: str) -> np.ndarray:
   """One image file decoded to RGB uint8 [H, W, 3]."""
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"Image file not found: {path!r}")
+  if tf.io.gfile.isdir(path):
+    raise FileNotFoundError(f"{path!r} is a directory, not an image file: name the "
+                            f"image files, e.g. {path.rstrip('/')}/*.jpg")
   with tf.io.gfile.GFile(path, "rb") as f:
     data = f.read()
   return decode.decode_with_pil(data, path)
