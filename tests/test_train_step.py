@@ -9,9 +9,10 @@ import optax
 import pytest
 
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.train import async_emulation
+from mobilenet_jax.train import async_emulation, validation
 from mobilenet_jax.train.state import create_train_state
 from mobilenet_jax.train.step import make_train_step
+from tests import ckpt_helpers as h
 
 LR = 0.1
 
@@ -126,5 +127,6 @@ def test_ema_follows_tf_num_updates_rule():
     (dict(staleness=1, num_workers=3), "num_workers=3"),
 ])
 def test_bad_async_settings(kwargs, match):
+  # Ranges and divisibility are checked once, by the static validation.
   with pytest.raises(ConfigError, match=match):
-    async_emulation.check_config(_config(**kwargs))
+    validation.validate(h.config(**kwargs))
