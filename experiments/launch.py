@@ -1,4 +1,4 @@
-r"""Runs a sweep (experiments/sweeps.py): one training run per point, here or on TPU VMs.
+r"""Runs a sweep (experiments/sweeps.py): one training run per point, here or on TPUs.
 
   python -m experiments.launch --sweep=table6 --root=runs/table6 --dry_run
   python -m experiments.launch --sweep=async --root=runs/async_smoke --local_smoke \
@@ -6,56 +6,64 @@ r"""Runs a sweep (experiments/sweeps.py): one training run per point, here or on
   python -m experiments.launch --sweep=table7 --root=runs/table7 -- \
       --config.num_epochs=100 --config.data.data_dir=/data/tfds
   python -m experiments.launch --sweep=table6 --root=gs://BUCKET/runs/table6 \
-      --tpu=v4-a,v4-b --zone=us-central2-b [--project=P] [--dry_run] -- \
-      --config.data.data_dir=gs://BUCKET/tfds
+      --tpu=mn-a,mn-b --zone=us-west4-a --create --accelerator=v5litepod-8 --spot \
+      [--project=P] [--dry_run] -- --config.data.data_dir=gs://BUCKET/tfds
 
 Each point trains with
 
   python -m mobilenet_jax.main --config=configs/<spec> --workdir=<root>/<name> \
       <the point's --config.* overrides> [smoke overrides] [what follows "--"]
 
+A point is finished when <workdir>/results.json parses and records the point's
+settings (experiments/point_state.py); finished points are skipped, so the same
+command resumes a sweep: unfinished points resume from their latest checkpoint. A root
+belongs to one sweep, and a point's name to its settings: launching another sweep
+into a root, or a point whose root records other settings, stops with one line.
+
 Locally, points run one after another (or --parallel=N at once), each writing its
-output to <workdir>/train.log. A point whose workdir holds results.json is skipped,
-so the same command resumes a sweep: unfinished points resume from their latest
-checkpoint. SIGTERM or Ctrl-C stops the running points the way a preemption does
-(each saves a checkpoint). A failed point does not stop the sweep; failures are
-listed at the end and the exit status is then 1.
+output to <workdir>/train.log. SIGTERM or Ctrl-C stops the running points the way a
+preemption does (each saves a checkpoint). A failed point does not stop the sweep;
+failures are listed at the end and the exit status is then 1.
 
 --local_smoke shrinks every point to a CPU run of a few seconds of training, keeping
 what makes the points differ (experiments/smoke.py), and prints a time estimate that
 counts process start-up and compilation.
 
---tpu=NAME[,NAME...] runs points on Cloud TPU VM slices (experiments/tpu.py): the
-code is copied to every worker once per slice, installed with jax[tpu] if needed, and
-each point runs on all workers of one slice (--worker=all) with --distributed, under
-nohup with a log file. Several slices take points in parallel, one point per slice at
-a time. The root must be a gs:// path every host sees.
+--tpu=NAME[,NAME...] runs the sweep on Cloud TPU slices from this machine
+(experiments/scheduler.py): every slice gets the code (HEAD, or with --dirty=ship the
+working tree as it is: experiments/code_archive.py) and a checked environment
+(experiments/remote_env.py), then takes the next unfinished point whenever it is free,
+on all its workers (--distributed); one status line per point event. With --create
+(--accelerator=TYPE [--spot]) the slices are queued resources the launcher requests,
+waits for, requests again after a preemption (the point resumes from its last
+checkpoint, on any free slice) and deletes when the sweep ends or is stopped
+(experiments/queued_resources.py). The root must be a gs:// path every host sees (or,
+with --shared_root, a filesystem mounted on every worker and here).
 
---dry_run prints the commands and writes nothing; it never touches the network (a
-gs:// root is not even read). Otherwise ROOT/manifest.json records the points, their
-commands and full configs, and the code version. `python -m experiments.compare
---root=ROOT` compares the results.
+--dry_run prints the plan and the exact commands and writes nothing; it never touches
+the network (a gs:// root is not even read). Otherwise ROOT/manifest.json records the
+points, their commands and full configs, and the code (commit, and whether HEAD or the
+working tree was shipped). `python -m experiments.compare --root=ROOT` compares the
+results.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import ast
 import dataclasses
 import os
 import pathlib
-import queue
 import shlex
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 from absl import app, flags
 import ml_collections
 
-from experiments import manifest, smoke, sweeps, tpu
-from mobilenet_jax import run_dir
+from experiments import code_archive, local_runs, manifest, point_state, \
+    queued_resources, remote_env, smoke, sweeps, tpu, tpu_launch
+from mobilenet_jax import errors, run_dir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -83,6 +91,40 @@ def is_remote(path: str) -> bool:
   return "://" in path
 
 
+def _flag_value(current, text: str):
+  """`text` (a --config.KEY=VALUE value) typed like the config's `current` value."""
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"{text!r} is not a boolean")
+    return text.lower() in ("true", "1")
+  if isinstance(current, (int, float)):
+    return type(current)(text)
+  if isinstance(current, str):
+    return text
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_config_args(config, args) -> ml_collections.ConfigDict:
+  """Applies the `--config.KEY=VALUE` entries of `args` (the user's, after "--") to
+  `config`, so that a point's recorded settings are the ones it trains with."""
+  overrides = []
+  for arg in args:
+    if not arg.startswith("--config.") or "=" not in arg:
+      continue
+    key, text = arg[len("--config."):].split("=", 1)
+    node = config
+    try:
+      for part in key.split(".")[:-1]:
+        node = node[part]
+      overrides.append((key, _flag_value(node[key.split(".")[-1]], text)))
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+      raise app.UsageError(f"{arg}: not a setting of the points' configs ({e}).")
+  return sweeps.apply_overrides(config, overrides)
+
+
 def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
               smoke_images: int = smoke.DEFAULT_IMAGES, extra_args: tuple[str, ...] = (),
               only: tuple[str, ...] = ()) -> list[Job]:
@@ -106,190 +148,44 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
       sweeps.apply_overrides(config, shrink)
       overrides += shrink
     args = (*sweeps.override_args(overrides), *extra_args)
-    full = run_dir.config_dict(config)
+    full = run_dir.config_dict(apply_config_args(config, extra_args))
     jobs.append(Job(point.name, f"{root}/{point.name}", point.config, args, full,
                     point_config))
   return jobs
-
-
-def code_version() -> str:
-  """The git commit of this code ("-dirty" with uncommitted changes), else the
-  package version."""
-  try:
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.strip()
-    return commit + ("-dirty" if dirty else "")
-  except (OSError, subprocess.CalledProcessError):
-    import mobilenet_jax  # pylint: disable=g-import-not-at-top
-    return mobilenet_jax.__version__
 
 
 def pending(jobs: list[Job], out, *, dry_run: bool) -> list[Job]:
   """The jobs without results; finished ones are reported as skipped.
 
   A dry run does not read a remote root: it lists every job.
+
+  Raises:
+    point_state.PointMismatch: a point's workdir holds results of other settings.
   """
   todo = []
   for i, job in enumerate(jobs, 1):
     if dry_run and is_remote(job.workdir):
       todo.append(job)
-    elif run_dir.is_finished(job.workdir):
+    elif point_state.is_finished(job):
       print(f"[{i}/{len(jobs)}] skip {job.name}: {run_dir.results_path(job.workdir)} "
             "exists", file=out, flush=True)
     else:
+      unreadable = point_state.unreadable_results(job)
+      if unreadable:
+        print(f"[{i}/{len(jobs)}] {job.name} is not finished: {unreadable} It resumes "
+              "from its last checkpoint.", file=out, flush=True)
       todo.append(job)
   return todo
 
 
-# ------------------------------------------------------------------ local runs
-
-class _Children:
-  """The running training processes, so that a SIGTERM reaches all of them."""
-
-  def __init__(self):
-    self._procs: set[subprocess.Popen] = set()
-    self._lock = threading.Lock()
-    self.stopping = False
-
-  def add(self, proc):
-    with self._lock:
-      self._procs.add(proc)
-
-  def remove(self, proc):
-    with self._lock:
-      self._procs.discard(proc)
-
-  def terminate(self):
-    """Preempts every running point: each saves a checkpoint and exits."""
-    self.stopping = True
-    with self._lock:
-      for proc in self._procs:
-        proc.send_signal(signal.SIGTERM)
-
-
-CHILDREN = _Children()
-
-
-def _run_one(job: Job, python: str, out) -> tuple[bool, float]:
-  """Trains one job here; (finished with results, seconds)."""
-  start = time.time()
-  log = run_dir.log_path(job.workdir)
-  log.parent.mkdir(parents=True, exist_ok=True)
-  command = [python, *job.train_args()]
-  print(f"start {job.name}: {shlex.join(command)}\n      log: {log}", file=out, flush=True)
-  with log.open("a") as f:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f,
-                            stderr=subprocess.STDOUT)
-    CHILDREN.add(proc)
-    returncode = proc.wait()
-    CHILDREN.remove(proc)
-  seconds = time.time() - start
-  if returncode != 0:
-    tail = "".join(log.read_text().splitlines(True)[-5:])
-    print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
-          f"of {log}:\n{tail}", file=out, flush=True)
-    return False, seconds
-  if not run_dir.is_finished(job.workdir):
-    print(f"stopped {job.name} after {seconds:.0f} s without results (preempted?); "
-          "run the sweep again to resume it", file=out, flush=True)
-    return False, seconds
-  results = run_dir.read_results(job.workdir)
-  top1, source = results.top1
-  print(f"done {job.name} in {seconds:.0f} s: top-1 {100 * top1:.1f}% ({source})",
-        file=out, flush=True)
-  return True, seconds
-
-
-def run_local(jobs: list[Job], *, python: str = sys.executable, parallel: int = 1,
-              out=None) -> list[str]:
-  """Trains `jobs` here, `parallel` at a time; the names of those that did not finish."""
-  out = out or sys.stdout
-  failed = []
-  with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-    futures = {}
-    for job in jobs:
-      futures[pool.submit(_run_if_not_stopping, job, python, out)] = job
-    for future in concurrent.futures.as_completed(futures):
-      if not future.result():
-        failed.append(futures[future].name)
-  order = [j.name for j in jobs]
-  return sorted(failed, key=order.index)
-
-
-def _run_if_not_stopping(job: Job, python: str, out) -> bool:
-  if CHILDREN.stopping:
-    return False
-  return _run_one(job, python, out)[0]
-
-
-# ------------------------------------------------------------------ TPU runs
-
-def point_ssh_command(job: Job, tpu_slice: tpu.Slice, version: str) -> list[str]:
-  """The gcloud ssh command that trains `job` on every worker of `tpu_slice`."""
-  script = tpu.remote_script(job.train_args(distributed=True), job.workdir, version,
-                             job.name)
-  return tpu.ssh_command(tpu_slice, script)
-
-
-def build_archive(version: str, directory: str) -> str:
-  """`git archive` of HEAD into `directory` (local, offline): the code the workers get."""
-  path = os.path.join(directory, tpu.archive_name(version))
-  subprocess.run(["git", "archive", "--format=tar.gz", "-o", path, "HEAD"], cwd=REPO,
-                 check=True)
-  return path
-
-
-def run_tpu(jobs: list[Job], slices: list[tpu.Slice], version: str, archive: str,
-            out=None) -> list[str]:
-  """Copies the code to each slice, then trains the jobs there, one per slice at a time."""
-  out = out or sys.stdout
-  todo: queue.Queue = queue.Queue()
-  for job in jobs:
-    todo.put(job)
-  failed, lock = [], threading.Lock()
-
-  def work(tpu_slice: tpu.Slice):
-    if subprocess.call(tpu.copy_code_command(tpu_slice, archive)) != 0:
-      print(f"{tpu_slice.name}: copying the code failed; it takes no points", file=out)
-      return
-    while True:
-      try:
-        job = todo.get_nowait()
-      except queue.Empty:
-        return
-      print(f"{tpu_slice.name}: start {job.name}", file=out, flush=True)
-      status = subprocess.call(point_ssh_command(job, tpu_slice, version))
-      if status != 0 or not run_dir.is_finished(job.workdir):
-        print(f"{tpu_slice.name}: {job.name} ended without results (exit status "
-              f"{status}); its log is in {job.workdir}/ and ~/mobilenet-jax-logs on the "
-              "workers. If only the connection dropped, the run goes on: launch again "
-              "later to wait for it.", file=out, flush=True)
-        with lock:
-          failed.append(job.name)
-      else:
-        print(f"{tpu_slice.name}: done {job.name}", file=out, flush=True)
-
-  threads = [threading.Thread(target=work, args=(s,)) for s in slices]
-  for thread in threads:
-    thread.start()
-  for thread in threads:
-    thread.join()
-  failed += [job.name for job in list(todo.queue)]  # No slice could take them.
-  return failed
-
-
-# ------------------------------------------------------------------ entry point
+# ------------------------------------------------------------------ flags
 
 _SWEEP = flags.DEFINE_enum("sweep", None, sweeps.SWEEP_NAMES, "Which sweep to run.")
 _ROOT = flags.DEFINE_string("root", None, "Each point's workdir is ROOT/<point name>.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these points (names as listed by "
                           "python -m experiments.sweeps).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands; run and write nothing.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False,
+                             "Print the plan and the commands; run and write nothing.")
 _LOCAL_SMOKE = flags.DEFINE_bool(
     "local_smoke", False, "Shrink every point to a CPU smoke run (experiments/smoke.py).")
 _SMOKE_IMAGES = flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
@@ -297,65 +193,119 @@ _SMOKE_IMAGES = flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Local points run at once.")
 _PYTHON = flags.DEFINE_string("python", sys.executable,
                               "The local Python that trains (local runs only).")
-_TPU = flags.DEFINE_string("tpu", None, "TPU VM slice name(s), comma-separated.")
-_ZONE = flags.DEFINE_string("zone", None, "The TPU VMs' zone (with --tpu).")
-_PROJECT = flags.DEFINE_string("project", None, "The TPU VMs' project (with --tpu).")
+
+# TPU slices (experiments/scheduler.py, tpu_backend.py, queued_resources.py).
+_TPU = flags.DEFINE_string("tpu", None, "TPU slice name(s), comma-separated: existing "
+                           "TPU VMs, or with --create the queued resources to request.")
+_ZONE = flags.DEFINE_string("zone", None, "The slices' zone (with --tpu).")
+_PROJECT = flags.DEFINE_string("project", None, "The slices' project (with --tpu).")
+_CREATE = flags.DEFINE_bool(
+    "create", False, "Request the --tpu slices as queued resources, request them again "
+    "when preempted, delete them when the sweep ends or is stopped.")
+_ACCELERATOR = flags.DEFINE_string(
+    "accelerator", None, "The slices' accelerator type, e.g. v5litepod-8, v6e-8, v5p-8 "
+    "(needed with --create; otherwise it only sets the device count the check expects).")
+_SPOT = flags.DEFINE_bool("spot", False, "With --create: request Spot (preemptible) "
+                          "capacity.")
+_RUNTIME_VERSION = flags.DEFINE_string(
+    "runtime_version", None, "With --create: the TPU software version; default the "
+    "one Google recommends for JAX on the accelerator's generation.")
+_SHARED_ROOT = flags.DEFINE_bool(
+    "shared_root", False, "With --tpu: the root is not gs:// but a filesystem mounted "
+    "at the same path on every worker and here.")
+_POLL_SECONDS = flags.DEFINE_float("poll_seconds", 60.0, "How often slice states are "
+                                   "read while waiting or training (with --tpu).")
+# The code and the environment the workers get (code_archive.py, remote_env.py).
+_DIRTY = flags.DEFINE_enum(
+    "dirty", "refuse", code_archive.DIRTY_POLICIES, "With --tpu and uncommitted "
+    "changes: refuse to launch, or ship the working tree as it is (named by a content "
+    "hash).")
+_REMOTE_JAX = flags.DEFINE_string(
+    "remote_jax", remote_env.default_jax_requirement(), "The jax requirement the "
+    "workers' venv installs; with [tpu] the environment check requires TPU devices.")
 flags.mark_flags_as_required(["sweep", "root"])
 
 
-def _commands(jobs, slices, version) -> dict[str, list[str]]:
-  """Each job's command: local, or its ssh command on the slice it goes to first."""
-  if not slices:
-    return {job.name: [_PYTHON.value, *job.train_args()] for job in jobs}
-  return {job.name: point_ssh_command(job, slices[i % len(slices)], version)
-          for i, job in enumerate(jobs)}
+# ------------------------------------------------------------------ entry point
+
+def _tpu_settings() -> tpu_launch.Settings | None:
+  """--tpu and its companions, checked together; None without --tpu."""
+  if not _TPU.value:
+    if _CREATE.value or _SPOT.value:
+      raise app.UsageError("--create and --spot need --tpu=NAME[,NAME...]: the names "
+                           "of the slices to request.")
+    return None
+  if not _ZONE.value:
+    raise app.UsageError("--tpu needs --zone=ZONE (the zone of the slices).")
+  if _SPOT.value and not _CREATE.value:
+    raise app.UsageError("--spot applies to slices this launch requests: add --create.")
+  if _CREATE.value and not _ACCELERATOR.value:
+    raise app.UsageError("--create needs --accelerator=TYPE, e.g. v5litepod-8 or v6e-8.")
+  if _ACCELERATOR.value:
+    try:
+      queued_resources.parse_accelerator(_ACCELERATOR.value)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+  if not is_remote(_ROOT.value) and not _SHARED_ROOT.value:
+    raise app.UsageError("--tpu trains in a root every host sees: give a gs:// --root "
+                         "(or --shared_root for a filesystem mounted on every worker).")
+  return tpu_launch.Settings(
+      tuple(tpu.parse_slices(_TPU.value, _ZONE.value, _PROJECT.value)),
+      accelerator=_ACCELERATOR.value, create=_CREATE.value, spot=_SPOT.value,
+      runtime_version=_RUNTIME_VERSION.value, dirty=_DIRTY.value,
+      jax_requirement=_REMOTE_JAX.value, poll_s=_POLL_SECONDS.value)
 
 
-def _print_plan(todo, slices, version, commands, out) -> None:
-  """A dry run's output: the commands, one per line, ready to paste."""
-  if slices:
-    archive = tpu.archive_name(version)
-    print(f"git archive --format=tar.gz -o {archive} HEAD", file=out)
-    for tpu_slice in slices:
-      print(shlex.join(tpu.copy_code_command(tpu_slice, archive)), file=out)
-  for job in todo:
-    print(shlex.join(commands[job.name]), file=out)
+def _local_commands(jobs) -> dict[str, list[str]]:
+  return {job.name: [_PYTHON.value, *job.train_args()] for job in jobs}
+
+
+def _run_here(todo, out) -> list[str]:
+  signal.signal(signal.SIGTERM, lambda *_: local_runs.CHILDREN.terminate())
+  try:
+    return local_runs.run_local(todo, python=_PYTHON.value, parallel=_PARALLEL.value,
+                                out=out)
+  except KeyboardInterrupt:
+    local_runs.CHILDREN.terminate()
+    raise
 
 
 def main(argv):
   """absl entry point: argv[1:] (what follows "--") goes to every point."""
   out = sys.stdout
-  slices = tpu.parse_slices(_TPU.value, _ZONE.value, _PROJECT.value) if _TPU.value else []
-  if slices and (_LOCAL_SMOKE.value or not is_remote(_ROOT.value)):
-    raise app.UsageError("--tpu trains full points in a root every host sees: give a "
-                         "gs:// --root and no --local_smoke.")
+  settings = _tpu_settings()
   jobs = make_jobs(_SWEEP.value, _ROOT.value, local_smoke=_LOCAL_SMOKE.value,
                    smoke_images=_SMOKE_IMAGES.value, extra_args=tuple(argv[1:]),
                    only=tuple(_ONLY.value))
+  if not (_DRY_RUN.value and is_remote(_ROOT.value)):
+    manifest.check(_ROOT.value, _SWEEP.value, jobs)
   todo = pending(jobs, out, dry_run=_DRY_RUN.value)
-  if _LOCAL_SMOKE.value:
+  version = code_archive.inspect()
+  if settings:
+    code_archive.check(version, settings.dirty)
+  elif _LOCAL_SMOKE.value:
     estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in todo]
     print(smoke.format_estimate(estimates, _PARALLEL.value), file=out, flush=True)
-  version = code_version()
-  commands = _commands(jobs, slices, version)
   if _DRY_RUN.value:
-    _print_plan(todo, slices, version, commands, out)
+    if settings:
+      tpu_launch.print_plan(todo, settings, version, out)
+    else:
+      commands = _local_commands(todo)
+      for job in todo:
+        print(shlex.join(commands[job.name]), file=out)
     return
+  commands = (tpu_launch.commands(jobs, settings, version) if settings
+              else _local_commands(jobs))
   manifest.write(_ROOT.value, manifest.build(
-      _SWEEP.value, jobs, commands, version, smoke=_LOCAL_SMOKE.value,
+      _SWEEP.value, jobs, commands, version.to_json(), smoke=_LOCAL_SMOKE.value,
       smoke_images=_SMOKE_IMAGES.value if _LOCAL_SMOKE.value else None,
-      extra_args=list(argv[1:]), tpu=[dataclasses.asdict(s) for s in slices]))
+      extra_args=list(argv[1:]),
+      tpu=[dataclasses.asdict(s) for s in settings.slices] if settings else [],
+      create=({"accelerator": settings.accelerator, "spot": settings.spot}
+              if settings and settings.create else None)))
   start = time.time()
-  signal.signal(signal.SIGTERM, lambda *_: CHILDREN.terminate())
-  if slices:
-    archive = build_archive(version, os.path.abspath("."))
-    failed = run_tpu(todo, slices, version, archive, out)
-  else:
-    try:
-      failed = run_local(todo, python=_PYTHON.value, parallel=_PARALLEL.value, out=out)
-    except KeyboardInterrupt:
-      CHILDREN.terminate()
-      raise
+  failed = (tpu_launch.run(todo, settings, version, out) if settings
+            else _run_here(todo, out))
   elapsed = time.time() - start
   if failed:
     print(f"{len(failed)} of {len(jobs)} points did not finish: {', '.join(failed)} "
@@ -367,4 +317,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)
