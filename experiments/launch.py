@@ -304,8 +304,15 @@ def main(argv):
       create=({"accelerator": settings.accelerator, "spot": settings.spot}
               if settings and settings.create else None)))
   start = time.time()
-  failed = (tpu_launch.run(todo, settings, version, out) if settings
-            else _run_here(todo, out))
+  if settings:
+    try:
+      failed = tpu_launch.run(todo, settings, version, out)
+    except KeyboardInterrupt:  # A second Ctrl-C while the first one stops the points.
+      errors.fail("stopped at once: points may still run and slices may remain; "
+                  "rerun the command to carry on, or list and delete slices with "
+                  "gcloud compute tpus queued-resources list/delete.")
+  else:
+    failed = _run_here(todo, out)
   elapsed = time.time() - start
   if failed:
     print(f"{len(failed)} of {len(jobs)} points did not finish: {', '.join(failed)} "

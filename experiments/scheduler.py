@@ -152,8 +152,8 @@ class Scheduler:
     """Trains `job` on the slice until it finishes, fails or the slice is lost."""
     retries = 0
     while True:
-      verb = "reattached to" if reattach else "started"
-      self.say(f"{job.name}: {verb} on {tpu_slice.name}")
+      verb = "reattached to the run on" if reattach else "started on"
+      self.say(f"{job.name}: {verb} {tpu_slice.name}")
       start = time.time()
       process = self._backend.start_point(tpu_slice, job)
       status, alive = self._watch(tpu_slice, process)

@@ -9,7 +9,8 @@ every worker, then run the environment step (experiments/remote_env.py). Per poi
 On every worker the point's script starts `<venv>/bin/python -m mobilenet_jax.main ...
 --distributed` in the code directory under nohup (so the run survives a dropped ssh
 connection), writing its output to ~/mobilenet-jax-logs and, when it ends, to
-WORKDIR/train.<host>.log. The script waits for the run and exits with its status;
+WORKDIR/train.<host>.log. The script waits for the run and exits with its status
+(after the last lines of a failed run's log);
 started again while the run is alive (after a dropped connection) it waits for that
 run instead of starting a second one. `stop_script` sends the run SIGTERM, so that it
 saves a checkpoint at its next step and exits, as on a preemption notice. Nothing here
@@ -92,7 +93,10 @@ def point_script(env: remote_env.RemoteEnv, train_args: list[str], workdir: str,
       f"setsid nohup bash -c {shlex.quote(job)} < /dev/null > /dev/null 2>&1 &",
       f"echo $! > {pid}",
       f'echo "$(hostname): started {name}, log {log}"',
-      "wait $!",
+      # The run's status; a failed run's last lines (its `error:` line) on stderr.
+      "wait $!; status=$?",
+      f'[ $status -eq 0 ] || tail -n 3 {log} | sed "s/^/$(hostname): /" >&2',
+      "exit $status",
   ]
   return "\n".join(lines)
 

@@ -54,6 +54,13 @@ def _system_tools(directory: str) -> str:
   return directory
 
 
+def _compile_cache() -> dict:
+  """The tests' compilation cache (tests/conftest.py), shared with the VMs: a cache,
+  so the VMs' runs compute the same and skip compiling what the tests compiled."""
+  name = "MOBILENET_JAX_COMPILE_CACHE"
+  return {name: os.environ[name]} if name in os.environ else {}
+
+
 @dataclasses.dataclass
 class FakeCloud:
   """The fake's directory, and the environment that puts its gcloud first on PATH."""
@@ -112,7 +119,7 @@ def make(tmp_path, python3: str, *, preempt=(), worker_overrides=None, workers=N
       "worker_overrides": worker_overrides or {}, "workers": workers or {},
       # What the VMs have installed: this Python's packages (the code comes shipped).
       "env": {"PYTHONPATH": sysconfig.get_paths()["purelib"], "JAX_PLATFORMS": "cpu",
-              **(worker_env or {})},
+              **_compile_cache(), **(worker_env or {})},
   }
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(config, f, indent=1)

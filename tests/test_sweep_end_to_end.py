@@ -124,7 +124,7 @@ def test_fake_cloud_spot_sweep_with_a_preemption(local_sweep, tmp_path,
   command[command.index("--"):command.index("--")] = [
       "--tpu=mn-a,mn-b", "--zone=us-west4-a", "--create", "--accelerator=v5litepod-1",
       "--spot", "--shared_root", "--dirty=ship", f"--remote_jax=jax=={jax.__version__}",
-      "--poll_seconds=0.5"]
+      "--poll_seconds=5"]
   result = subprocess.run(command, cwd=training_runs.REPO, env=cloud.env,
                           capture_output=True, text=True, timeout=900)
   out = result.stdout + result.stderr
@@ -142,7 +142,7 @@ def test_fake_cloud_spot_sweep_with_a_preemption(local_sweep, tmp_path,
 
   # Queued resources: requested with --spot, the preempted one again, all deleted.
   calls = cloud.calls()
-  creates = [c for c in calls if c[3:5] == ["queued-resources", "create"]]
+  creates = [c for c in calls if c[2:4] == ["queued-resources", "create"]]
   assert len(creates) == 3 and all("--spot" in c for c in creates), creates
   assert cloud.state()["qrs"] == {} and cloud.state()["vms"] == {}
 
