@@ -52,7 +52,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
-import pathlib
 import shlex
 import signal
 import sys
@@ -64,9 +63,6 @@ import ml_collections
 from experiments import code_archive, local_runs, manifest, point_state, \
     queued_resources, remote_env, smoke, sweeps, tpu, tpu_launch
 from mobilenet_jax import errors, run_dir
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
-
 
 @dataclasses.dataclass(frozen=True)
 class Job:

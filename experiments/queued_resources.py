@@ -11,9 +11,9 @@ with the node named like it:
   gcloud compute tpus queued-resources describe NAME --zone=Z --format=value(state.state)
   gcloud compute tpus queued-resources delete NAME --zone=Z --force --quiet
 
-A request goes through WAITING_FOR_RESOURCES (or ACCEPTED) and PROVISIONING to ACTIVE;
-a preempted Spot slice goes to SUSPENDING and SUSPENDED, and must be deleted and
-requested again.
+A request goes through WAITING_FOR_RESOURCES (or ACCEPTED) and PROVISIONING to ACTIVE,
+or to FAILED; a preempted Spot slice goes to SUSPENDING and SUSPENDED, and must be
+deleted and requested again.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import subprocess
 from experiments import tpu
 from mobilenet_jax import errors
 
-ACTIVE = "ACTIVE"
-WAITING = ("CREATING", "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING")
+ACTIVE, SUSPENDED, FAILED = "ACTIVE", "SUSPENDED", "FAILED"
 # The TPU software versions Google's runtime-version table gives for JAX.
 RUNTIME_VERSIONS = {"v6e": "v2-alpha-tpuv6e", "v5p": "v2-alpha-tpuv5",
                     "v5litepod": "v2-alpha-tpuv5-lite", "v4": "tpu-ubuntu2204-base"}

@@ -129,7 +129,7 @@ def _log_lines(env: RemoteEnv, log: str) -> list[str]:
   return [
       "W=$(hostname)", f'L="{LOGS}"', 'mkdir -p "$L"', f'LOG="$L/{log}-{env.code}.log"',
       ': > "$LOG"', 'step() { echo "$W: $1" >> "$LOG"; }',
-      "fail() { echo \"$W: environment step '$1' failed; last lines of $LOG:\" >&2; "
+      "fail() { echo \"$W: environment step '$1' failed (log: $LOG); it ends:\" >&2; "
       'tail -n 8 "$LOG" | sed "s/^/$W:   /" >&2; exit 1; }',
       f'CODE="{env.code_dir}"', f'VENV="{env.venv}"']
 

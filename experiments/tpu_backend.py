@@ -17,7 +17,6 @@ import threading
 from experiments import queued_resources as qr
 from experiments import remote_env, scheduler, tpu
 
-_LOST_STATES = ("SUSPENDING", "SUSPENDED", "FAILED", "DELETING")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +25,22 @@ class Request:
   accelerator: str
   runtime_version: str
   spot: bool
+
+
+def _setup_failures(result: subprocess.CompletedProcess) -> str:
+  """Each failing worker's "<worker>: environment step '<step>' failed" line with the
+  last line of its log (the workers print it indented under their name)."""
+  lines = result.stderr.splitlines()
+  failures = []
+  for line in lines:
+    if "environment step" in line:
+      worker = line.split(":", 1)[0]
+      log = [l.split(":   ", 1)[1] for l in lines
+             if l.startswith(f"{worker}:   ") and l.split(":   ", 1)[1].strip()]
+      failures.append(line + (f" {log[-1].strip()}" if log else ""))
+  if failures:
+    return "; ".join(failures)
+  return (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
 
 
 class _Process:
@@ -79,8 +94,12 @@ class GcloudBackend:
     shown = None
     while not self._stopping.is_set():
       state = qr.state(tpu_slice)
-      if state in _LOST_STATES:
-        self._say(f"slice {tpu_slice.name}: queued resource {state}; deleting it to "
+      if state == qr.FAILED:
+        self._say(f"slice {tpu_slice.name}: the request FAILED (its reason: "
+                  f"{' '.join(qr.describe_command(tpu_slice)[:-1])}); it takes no points")
+        return False
+      if state == qr.SUSPENDED:  # Preempted: only a new request brings it back.
+        self._say(f"slice {tpu_slice.name}: queued resource SUSPENDED; deleting it to "
                   "request it again")
         qr.delete(tpu_slice)
         state = None
@@ -142,10 +161,8 @@ class GcloudBackend:
       result = subprocess.run(tpu.ssh_command(tpu_slice, step(self._env)),
                               capture_output=True, text=True)
       if result.returncode != 0:
-        failures = [l for l in result.stderr.splitlines() if "environment step" in l]
-        reason = "; ".join(failures) or (result.stderr.strip().splitlines()
-                                         or [f"exit status {result.returncode}"])[-1]
-        return scheduler.Prepared(False, f"environment step failed: {reason}")
+        return scheduler.Prepared(False, "environment step failed: "
+                                  + _setup_failures(result))
     lines = result.stdout.splitlines()
     ready = [l[len(remote_env.READY):].strip() for l in lines
              if l.startswith(remote_env.READY)]
