@@ -16,7 +16,8 @@ with `gcloud ... ssh --worker=all`):
   4. pip-installs requirements.txt and `jax[tpu]==<the local jax version>` (with
      Google's libtpu index) into it, once;
 
-and then, once every worker is installed, `check_script`
+and then, once every worker is installed, `check_script` lists the points still running
+there (a relaunch reattaches to them) and, where none is,
 
   5. runs a check in the code directory with the venv's Python: the code imports, `jax.distributed.initialize()` (as the trainer's --distributed does)
      succeeds, the backend is TPU and `jax.device_count()` equals the slice's chips.
@@ -159,15 +160,17 @@ def setup_script(env: RemoteEnv) -> str:
 
 
 def check_script(env: RemoteEnv) -> str:
-  """The bash script that checks every worker (after `setup_script` succeeded on all,
-  since jax.distributed.initialize() waits for every worker), then lists the points
-  still running there."""
+  """The bash script that lists the points still running on a worker and, where none
+  is (it would hold the chips), checks it. Run once `setup_script` succeeded on every
+  worker: jax.distributed.initialize() waits for all of them."""
   return "\n".join([
-      *_log_lines(env, "check"),
+      *_log_lines(env, "check"), "R=",
+      f'for f in "$L"/*.pid; do [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && '
+      f'R=1 && echo "{RUNNING} $(basename "$f" .pid)"; done',
+      f'if [ -n "$R" ]; then echo "{READY} $W: a point runs here, the check waits"; '
+      "exit 0; fi",
       'step "check: jax.distributed.initialize(), devices"',
       f'cd "$CODE" && "$VENV/bin/python" -c {shlex.quote(_CHECK)} '
       f'{shlex.quote(env.platform or "")} {env.devices or 0} "$W" 2>> "$LOG" || '
       'fail "check the devices (jax.device_count() with the venv\'s Python)"',
-      f'for f in "$L"/*.pid; do [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && '
-      f'echo "{RUNNING} $(basename "$f" .pid)"; done; true',
   ])

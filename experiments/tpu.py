@@ -81,6 +81,7 @@ def point_script(env: remote_env.RemoteEnv, train_args: list[str], workdir: str,
   job = (f"trap true TERM; {env.train_command(train_args)} > {log} 2>&1; status=$?; "
          f"echo $status > {status}; {_copy_log(log, workdir)}; exit $status")
   lines = [
+      "set +m",  # No job control: the run below stays out of a new process group...
       f"mkdir -p {logs}",
       f'if [ -f {pid} ] && kill -0 "$(cat {pid})" 2>/dev/null; then '
       f'echo "$(hostname): {name} is already running; waiting for it"; '
@@ -89,7 +90,7 @@ def point_script(env: remote_env.RemoteEnv, train_args: list[str], workdir: str,
       f'cd "{env.code_dir}" || {{ echo "$(hostname): no code in {env.code_dir}" >&2; '
       "exit 1; }",
       f"rm -f {status}",
-      # Its own process group: a stop signals the run and nothing else.
+      # ...until setsid gives it its own: a stop signals the run and nothing else.
       f"setsid nohup bash -c {shlex.quote(job)} < /dev/null > /dev/null 2>&1 &",
       f"echo $! > {pid}",
       f'echo "$(hostname): started {name}, log {log}"',
