@@ -158,20 +158,21 @@ class Scheduler:
       process = self._backend.start_point(tpu_slice, job)
       status, alive = self._watch(tpu_slice, process)
       self._elapsed[job.name] += time.time() - start
+      if status == 0 and self._finished(job):
+        self.say(self._done_line(tpu_slice, job))
+        self._settle(tpu_slice, job)
+        return False
       if self.stopping.is_set():
-        self._settle(tpu_slice, job, failed=not self._finished(job))
+        self._settle(tpu_slice, job, failed=True)
         return False
       if not alive:
         self.say(f"{job.name}: slice {tpu_slice.name} was preempted or deleted while it "
                  "trained; re-queued: it resumes from its last checkpoint")
         self._settle(tpu_slice, job, requeue=True)
         return True
-      if status == 0 and self._finished(job):
-        self.say(self._done_line(tpu_slice, job))
-        self._settle(tpu_slice, job)
-        return False
       if (status in (0, CONNECTION_LOST)) and retries < MAX_RETRIES:
-        retries, reattach = retries + 1, True
+        # A dropped connection leaves the run going: the next ssh waits for it.
+        retries, reattach = retries + 1, status == CONNECTION_LOST
         why = "the connection dropped" if status else "it stopped without results"
         self.say(f"{job.name}: {why} on {tpu_slice.name}; resuming it there "
                  f"(retry {retries} of {MAX_RETRIES})")
