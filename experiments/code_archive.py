@@ -136,6 +136,9 @@ def build(version: CodeVersion, directory: str, policy: str, repo=REPO) -> str:
     DirtyTreeError: the tree is dirty and `policy` is "refuse".
   """
   check(version, policy)
+  if version.commit is None:
+    raise errors.UserError(f"{repo} is not a git checkout: TPU launches ship the code "
+                           "of a clone (git clone the repository and launch from it).")
   path = os.path.join(directory, archive_name(version))
   if not version.dirty:
     _git(repo, "archive", "--format=tar.gz", "-o", path, "HEAD")
