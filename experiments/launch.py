@@ -1,4 +1,4 @@
-r"""Runs a sweep (experiments/sweeps.py): one training run per point, here or on TPU VMs.
+r"""Runs a sweep (experiments/sweeps.py): one training run per point, here or on TPUs.
 
   python -m experiments.launch --sweep=table6 --root=runs/table6 --dry_run
   python -m experiments.launch --sweep=async --root=runs/async_smoke --local_smoke \
@@ -6,69 +6,66 @@ r"""Runs a sweep (experiments/sweeps.py): one training run per point, here or on
   python -m experiments.launch --sweep=table7 --root=runs/table7 -- \
       --config.num_epochs=100 --config.data.data_dir=/data/tfds
   python -m experiments.launch --sweep=table6 --root=gs://BUCKET/runs/table6 \
-      --tpu=v4-a,v4-b --zone=us-central2-b [--project=P] [--dry_run] -- \
-      --config.data.data_dir=gs://BUCKET/tfds
+      --tpu=mn-a,mn-b --zone=us-west4-a --create --accelerator=v5litepod-8 --spot \
+      [--project=P] [--dry_run] -- --config.data.data_dir=gs://BUCKET/tfds
 
 Each point trains with
 
   python -m mobilenet_jax.main --config=configs/<spec> --workdir=<root>/<name> \
       <the point's --config.* overrides> [smoke overrides] [what follows "--"]
 
+A point is finished when <workdir>/results.json parses and records the point's
+settings (experiments/point_state.py); finished points are skipped, so the same
+command resumes a sweep: unfinished points resume from their latest checkpoint. A root
+belongs to one sweep, and a point's name to its settings: launching another sweep
+into a root, or a point whose root records other settings, stops with one line.
+
 Locally, points run one after another (or --parallel=N at once), each writing its
-output to <workdir>/train.log. A point whose workdir holds results.json is skipped,
-so the same command resumes a sweep: unfinished points resume from their latest
-checkpoint. SIGTERM or Ctrl-C stops the running points the way a preemption does
-(each saves a checkpoint). A failed point does not stop the sweep; failures are
-listed at the end and the exit status is then 1.
+output to <workdir>/train.log. SIGTERM or Ctrl-C stops the running points the way a
+preemption does (each saves a checkpoint). A failed point does not stop the sweep;
+failures are listed at the end and the exit status is then 1.
 
 --local_smoke shrinks every point to a CPU run of a few seconds of training, keeping
 what makes the points differ (experiments/smoke.py), and prints a time estimate that
 counts process start-up and compilation.
 
---tpu=NAME[,NAME...] runs points on Cloud TPU VM slices (experiments/tpu.py): the
-code is copied to every worker once per slice, installed with jax[tpu] if needed, and
-each point runs on all workers of one slice (--worker=all) with --distributed, under
-nohup with a log file. Several slices take points in parallel, one point per slice at
-a time. The root must be a gs:// path every host sees.
+--tpu=NAME[,NAME...] runs the sweep on Cloud TPU slices from this machine
+(experiments/scheduler.py): every slice gets the code (HEAD, or with --dirty=ship the
+working tree as it is: experiments/code_archive.py) and a checked environment
+(experiments/remote_env.py), then takes the next unfinished point whenever it is free,
+on all its workers (--distributed); one status line per point event. With --create
+(--accelerator=TYPE [--spot]) the slices are queued resources the launcher requests,
+waits for, requests again after a preemption (the point resumes from its last
+checkpoint, on any free slice) and deletes when the sweep ends or is stopped
+(experiments/queued_resources.py). The root must be a gs:// path every host sees (or,
+with --shared_root, a filesystem mounted on every worker and here).
 
---dry_run prints the commands and writes nothing; it never touches the network (a
-gs:// root is not even read). Otherwise ROOT/manifest.json records the points, their
-commands and full configs, and the code version. `python -m experiments.compare
---root=ROOT` compares the results.
-
-Installed with pip, the same program is `mobilenet-launch`.
+--dry_run prints the plan and the exact commands and writes nothing; it never touches
+the network (a gs:// root is not even read). Otherwise ROOT/manifest.json records the
+points, their commands and full configs, and the code (commit, and whether HEAD or the
+working tree was shipped). `python -m experiments.compare --root=ROOT` compares the
+results.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import ast
 import dataclasses
 import os
-import pathlib
-import queue
 import shlex
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 from absl import app, flags
 import ml_collections
 
-import mobilenet_jax
 from mobilenet_jax import cli
-from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout
-from mobilenet_jax.rundir import results as run_results
 
-from . import manifest, smoke, sweeps, tpu
-
-# The folder that holds the package: the clone, or site-packages for an installed copy
-# (whose experiments/ is mobilenet_jax/experiments).
-REPO = pathlib.Path(mobilenet_jax.__file__).resolve().parent.parent
-
+from . import (code_archive, local_runs, manifest, point_state, queued_resources,
+               remote_env, smoke, sweeps, tpu, tpu_launch)
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -93,6 +90,40 @@ def is_remote(path: str) -> bool:
   return "://" in path
 
 
+def _flag_value(current, text: str):
+  """`text` (a --config.KEY=VALUE value) typed like the config's `current` value."""
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"{text!r} is not a boolean")
+    return text.lower() in ("true", "1")
+  if isinstance(current, (int, float)):
+    return type(current)(text)
+  if isinstance(current, str):
+    return text
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_config_args(config, args) -> ml_collections.ConfigDict:
+  """Applies the `--config.KEY=VALUE` entries of `args` (the user's, after "--") to
+  `config`, so that a point's recorded settings are the ones it trains with."""
+  overrides = []
+  for arg in args:
+    if not arg.startswith("--config.") or "=" not in arg:
+      continue
+    key, text = arg[len("--config."):].split("=", 1)
+    node = config
+    try:
+      for part in key.split(".")[:-1]:
+        node = node[part]
+      overrides.append((key, _flag_value(node[key.split(".")[-1]], text)))
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+      raise app.UsageError(f"{arg}: not a setting of the points' configs ({e}).")
+  return sweeps.apply_overrides(config, overrides)
+
+
 def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
               smoke_images: int = smoke.DEFAULT_IMAGES, extra_args: tuple[str, ...] = (),
               only: tuple[str, ...] = ()) -> list[Job]:
@@ -102,7 +133,7 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
     known = {p.name for p in points}
     unknown = [n for n in only if n not in known]
     if unknown:
-      raise ConfigError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
+      raise ValueError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
                        f"{', '.join(sorted(known))}.")
     points = [p for p in points if p.name in only]
   root = root.rstrip("/") if is_remote(root) else os.path.abspath(root)
@@ -116,184 +147,40 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
       sweeps.apply_overrides(config, shrink)
       overrides += shrink
     args = (*sweeps.override_args(overrides), *extra_args)
-    full = run_identity.config_dict(config)
+    full = run_identity.config_dict(apply_config_args(config, extra_args))
     jobs.append(Job(point.name, f"{root}/{point.name}", point.config, args, full,
                     point_config))
   return jobs
-
-
-def code_version() -> str:
-  """The git commit of this code ("-dirty" with uncommitted changes), else the
-  package version."""
-  try:
-    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           cwd=REPO, capture_output=True, text=True,
-                           check=True).stdout.strip()
-    return commit + ("-dirty" if dirty else "")
-  except (OSError, subprocess.CalledProcessError):
-    import mobilenet_jax  # pylint: disable=g-import-not-at-top
-    return mobilenet_jax.__version__
 
 
 def pending(jobs: list[Job], out, *, dry_run: bool) -> list[Job]:
   """The jobs without results; finished ones are reported as skipped.
 
   A dry run does not read a remote root: it lists every job.
+
+  Raises:
+    point_state.PointMismatch: a point's workdir holds results of other settings.
   """
   todo = []
   for i, job in enumerate(jobs, 1):
     if dry_run and is_remote(job.workdir):
       todo.append(job)
-    elif run_results.is_finished(job.workdir):
+    elif point_state.is_finished(job):
       print(f"[{i}/{len(jobs)}] skip {job.name}: {layout.results_path(job.workdir)} "
             "exists", file=out, flush=True)
     else:
+      unreadable = point_state.unreadable_results(job)
+      if unreadable:
+        print(f"[{i}/{len(jobs)}] {job.name} is not finished: {unreadable} It resumes "
+              "from its last checkpoint.", file=out, flush=True)
       todo.append(job)
   return todo
 
 
-# ------------------------------------------------------------------ local runs
+# ------------------------------------------------------------------ flags
 
-class _Children:
-  """The running training processes, so that a SIGTERM reaches all of them."""
+FLAGS = flags.FLAGS
 
-  def __init__(self):
-    self._procs: set[subprocess.Popen] = set()
-    self._lock = threading.Lock()
-    self.stopping = False
-
-  def add(self, proc):
-    with self._lock:
-      self._procs.add(proc)
-
-  def remove(self, proc):
-    with self._lock:
-      self._procs.discard(proc)
-
-  def terminate(self):
-    """Preempts every running point: each saves a checkpoint and exits."""
-    self.stopping = True
-    with self._lock:
-      for proc in self._procs:
-        proc.send_signal(signal.SIGTERM)
-
-
-CHILDREN = _Children()
-
-
-def _run_one(job: Job, python: str, out) -> tuple[bool, float]:
-  """Trains one job here; (finished with results, seconds)."""
-  start = time.time()
-  log = layout.log_path(job.workdir)
-  log.parent.mkdir(parents=True, exist_ok=True)
-  command = [python, *job.train_args()]
-  print(f"start {job.name}: {shlex.join(command)}\n      log: {log}", file=out, flush=True)
-  with log.open("a") as f:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f,
-                            stderr=subprocess.STDOUT)
-    CHILDREN.add(proc)
-    returncode = proc.wait()
-    CHILDREN.remove(proc)
-  seconds = time.time() - start
-  if returncode != 0:
-    tail = "".join(log.read_text().splitlines(True)[-5:])
-    print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
-          f"of {log}:\n{tail}", file=out, flush=True)
-    return False, seconds
-  if not run_results.is_finished(job.workdir):
-    print(f"stopped {job.name} after {seconds:.0f} s without results (preempted?); "
-          "run the sweep again to resume it", file=out, flush=True)
-    return False, seconds
-  results = run_results.read_results(job.workdir)
-  top1, source = results.top1
-  print(f"done {job.name} in {seconds:.0f} s: top-1 {100 * top1:.1f}% ({source})",
-        file=out, flush=True)
-  return True, seconds
-
-
-def run_local(jobs: list[Job], *, python: str = sys.executable, parallel: int = 1,
-              out=None) -> list[str]:
-  """Trains `jobs` here, `parallel` at a time; the names of those that did not finish."""
-  out = out or sys.stdout
-  failed = []
-  with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-    futures = {}
-    for job in jobs:
-      futures[pool.submit(_run_if_not_stopping, job, python, out)] = job
-    for future in concurrent.futures.as_completed(futures):
-      if not future.result():
-        failed.append(futures[future].name)
-  order = [j.name for j in jobs]
-  return sorted(failed, key=order.index)
-
-
-def _run_if_not_stopping(job: Job, python: str, out) -> bool:
-  if CHILDREN.stopping:
-    return False
-  return _run_one(job, python, out)[0]
-
-
-# ------------------------------------------------------------------ TPU runs
-
-def point_ssh_command(job: Job, tpu_slice: tpu.Slice, version: str) -> list[str]:
-  """The gcloud ssh command that trains `job` on every worker of `tpu_slice`."""
-  script = tpu.remote_script(job.train_args(distributed=True), job.workdir, version,
-                             job.name)
-  return tpu.ssh_command(tpu_slice, script)
-
-
-def build_archive(version: str, directory: str) -> str:
-  """`git archive` of HEAD into `directory` (local, offline): the code the workers get."""
-  path = os.path.join(directory, tpu.archive_name(version))
-  subprocess.run(["git", "archive", "--format=tar.gz", "-o", path, "HEAD"], cwd=REPO,
-                 check=True)
-  return path
-
-
-def run_tpu(jobs: list[Job], slices: list[tpu.Slice], version: str, archive: str,
-            out=None) -> list[str]:
-  """Copies the code to each slice, then trains the jobs there, one per slice at a time."""
-  out = out or sys.stdout
-  todo: queue.Queue = queue.Queue()
-  for job in jobs:
-    todo.put(job)
-  failed, lock = [], threading.Lock()
-
-  def work(tpu_slice: tpu.Slice):
-    if subprocess.call(tpu.copy_code_command(tpu_slice, archive)) != 0:
-      print(f"{tpu_slice.name}: copying the code failed; it takes no points", file=out)
-      return
-    while True:
-      try:
-        job = todo.get_nowait()
-      except queue.Empty:
-        return
-      print(f"{tpu_slice.name}: start {job.name}", file=out, flush=True)
-      status = subprocess.call(point_ssh_command(job, tpu_slice, version))
-      if status != 0 or not run_results.is_finished(job.workdir):
-        print(f"{tpu_slice.name}: {job.name} ended without results (exit status "
-              f"{status}); its log is in {job.workdir}/ and ~/mobilenet-jax-logs on the "
-              "workers. If only the connection dropped, the run goes on: launch again "
-              "later to wait for it.", file=out, flush=True)
-        with lock:
-          failed.append(job.name)
-      else:
-        print(f"{tpu_slice.name}: done {job.name}", file=out, flush=True)
-
-  threads = [threading.Thread(target=work, args=(s,)) for s in slices]
-  for thread in threads:
-    thread.start()
-  for thread in threads:
-    thread.join()
-  failed += [job.name for job in list(todo.queue)]  # No slice could take them.
-  return failed
-
-
-# ------------------------------------------------------------------ entry point
 
 def define_flags() -> None:
   """The flags of `mobilenet-launch` (what follows "--" goes to every point)."""
@@ -302,7 +189,8 @@ def define_flags() -> None:
   cli.define_root("Each point's workdir is ROOT/<point name>.")
   flags.DEFINE_list("only", [], "Run only these points (names as listed by "
                     "mobilenet-sweeps).")
-  flags.DEFINE_bool("dry_run", False, "Print the commands; run and write nothing.")
+  flags.DEFINE_bool("dry_run", False,
+                    "Print the plan and the commands; run and write nothing.")
   flags.DEFINE_bool("local_smoke", False,
                     "Shrink every point to a CPU smoke run (experiments/smoke.py).")
   flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
@@ -310,72 +198,133 @@ def define_flags() -> None:
   flags.DEFINE_integer("parallel", 1, "Local points run at once.")
   flags.DEFINE_string("python", sys.executable,
                       "The local Python that trains (local runs only).")
-  flags.DEFINE_string("tpu", None, "TPU VM slice name(s), comma-separated.")
-  flags.DEFINE_string("zone", None, "The TPU VMs' zone (with --tpu).")
-  flags.DEFINE_string("project", None, "The TPU VMs' project (with --tpu).")
+  _define_tpu_flags()
 
 
-def _commands(jobs, slices, version) -> dict[str, list[str]]:
-  """Each job's command: local, or its ssh command on the slice it goes to first."""
-  if not slices:
-    return {job.name: [flags.FLAGS.python, *job.train_args()] for job in jobs}
-  return {job.name: point_ssh_command(job, slices[i % len(slices)], version)
-          for i, job in enumerate(jobs)}
+def _define_tpu_flags() -> None:
+  """TPU slices (scheduler.py, tpu_backend.py, queued_resources.py) and the code and
+  environment the workers get (code_archive.py, remote_env.py)."""
+  flags.DEFINE_string("tpu", None, "TPU slice name(s), comma-separated: existing TPU "
+                      "VMs, or with --create the queued resources to request.")
+  flags.DEFINE_string("zone", None, "The slices' zone (with --tpu).")
+  flags.DEFINE_string("project", None, "The slices' project (with --tpu).")
+  flags.DEFINE_bool("create", False, "Request the --tpu slices as queued resources, "
+                    "request them again when preempted, delete them when the sweep "
+                    "ends or is stopped.")
+  flags.DEFINE_string("accelerator", None, "The slices' accelerator type, e.g. "
+                      "v5litepod-8, v6e-8, v5p-8 (needed with --create; otherwise it "
+                      "only sets the device count the check expects).")
+  flags.DEFINE_bool("spot", False, "With --create: request Spot (preemptible) capacity.")
+  flags.DEFINE_string("runtime_version", None, "With --create: the TPU software "
+                      "version; default the one Google recommends for JAX on the "
+                      "accelerator's generation.")
+  flags.DEFINE_bool("shared_root", False, "With --tpu: the root is not gs:// but a "
+                    "filesystem mounted at the same path on every worker and here.")
+  flags.DEFINE_float("poll_seconds", 60.0, "How often slice states are read while "
+                     "waiting or training (with --tpu).")
+  flags.DEFINE_enum("dirty", "refuse", code_archive.DIRTY_POLICIES, "With --tpu and "
+                    "uncommitted changes: refuse to launch, or ship the working tree "
+                    "as it is (named by a content hash).")
+  flags.DEFINE_string("remote_jax", remote_env.default_jax_requirement(), "The jax "
+                      "requirement the workers' venv installs; with [tpu] the "
+                      "environment check requires TPU devices.")
 
 
-def _print_plan(todo, slices, version, commands, out) -> None:
-  """A dry run's output: the commands, one per line, ready to paste."""
-  if slices:
-    archive = tpu.archive_name(version)
-    print(f"git archive --format=tar.gz -o {archive} HEAD", file=out)
-    for tpu_slice in slices:
-      print(shlex.join(tpu.copy_code_command(tpu_slice, archive)), file=out)
-  for job in todo:
-    print(shlex.join(commands[job.name]), file=out)
+# ------------------------------------------------------------------ entry point
+
+def _tpu_settings() -> tpu_launch.Settings | None:
+  """--tpu and its companions, checked together; None without --tpu."""
+  if not FLAGS.tpu:
+    if FLAGS.create or FLAGS.spot:
+      raise app.UsageError("--create and --spot need --tpu=NAME[,NAME...]: the names "
+                           "of the slices to request.")
+    return None
+  if not FLAGS.zone:
+    raise app.UsageError("--tpu needs --zone=ZONE (the zone of the slices).")
+  if FLAGS.spot and not FLAGS.create:
+    raise app.UsageError("--spot applies to slices this launch requests: add --create.")
+  if FLAGS.create and not FLAGS.accelerator:
+    raise app.UsageError("--create needs --accelerator=TYPE, e.g. v5litepod-8 or v6e-8.")
+  if FLAGS.accelerator:
+    try:
+      queued_resources.parse_accelerator(FLAGS.accelerator)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+  if not is_remote(FLAGS.root) and not FLAGS.shared_root:
+    raise app.UsageError("--tpu trains in a root every host sees: give a gs:// --root "
+                         "(or --shared_root for a filesystem mounted on every worker).")
+  return tpu_launch.Settings(
+      tuple(tpu.parse_slices(FLAGS.tpu, FLAGS.zone, FLAGS.project)),
+      accelerator=FLAGS.accelerator, create=FLAGS.create, spot=FLAGS.spot,
+      runtime_version=FLAGS.runtime_version, dirty=FLAGS.dirty,
+      jax_requirement=FLAGS.remote_jax, poll_s=FLAGS.poll_seconds)
+
+
+def _local_commands(jobs) -> dict[str, list[str]]:
+  return {job.name: [FLAGS.python, *job.train_args()] for job in jobs}
+
+
+def _run_here(todo, out) -> list[str]:
+  signal.signal(signal.SIGTERM, lambda *_: local_runs.CHILDREN.terminate())
+  try:
+    return local_runs.run_local(todo, python=FLAGS.python, parallel=FLAGS.parallel,
+                                out=out)
+  except KeyboardInterrupt:
+    local_runs.CHILDREN.terminate()
+    raise
 
 
 def main(argv):
   """absl entry point: argv[1:] (what follows "--") goes to every point."""
-  f, out = flags.FLAGS, sys.stdout
-  slices = tpu.parse_slices(f.tpu, f.zone, f.project) if f.tpu else []
-  if slices and (f.local_smoke or not is_remote(f.root)):
-    raise app.UsageError("--tpu trains full points in a root every host sees: give a "
-                         "gs:// --root and no --local_smoke.")
-  jobs = make_jobs(f.sweep, f.root, local_smoke=f.local_smoke,
-                   smoke_images=f.smoke_images, extra_args=tuple(argv[1:]),
-                   only=tuple(f.only))
-  todo = pending(jobs, out, dry_run=f.dry_run)
-  if f.local_smoke:
+  out = sys.stdout
+  settings = _tpu_settings()
+  jobs = make_jobs(FLAGS.sweep, FLAGS.root, local_smoke=FLAGS.local_smoke,
+                   smoke_images=FLAGS.smoke_images, extra_args=tuple(argv[1:]),
+                   only=tuple(FLAGS.only))
+  if not (FLAGS.dry_run and is_remote(FLAGS.root)):
+    manifest.check(FLAGS.root, FLAGS.sweep, jobs)
+  todo = pending(jobs, out, dry_run=FLAGS.dry_run)
+  version = code_archive.inspect()
+  if settings:
+    code_archive.check(version, settings.dirty)
+  elif FLAGS.local_smoke:
     estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in todo]
-    print(smoke.format_estimate(estimates, f.parallel), file=out, flush=True)
-  version = code_version()
-  commands = _commands(jobs, slices, version)
-  if f.dry_run:
-    _print_plan(todo, slices, version, commands, out)
+    print(smoke.format_estimate(estimates, FLAGS.parallel), file=out, flush=True)
+  if FLAGS.dry_run:
+    if settings:
+      tpu_launch.print_plan(todo, settings, version, out)
+    else:
+      commands = _local_commands(todo)
+      for job in todo:
+        print(shlex.join(commands[job.name]), file=out)
     return
-  manifest.write(f.root, manifest.build(
-      f.sweep, jobs, commands, version, smoke=f.local_smoke,
-      smoke_images=f.smoke_images if f.local_smoke else None,
-      extra_args=list(argv[1:]), tpu=[dataclasses.asdict(s) for s in slices]))
+  commands = (tpu_launch.commands(jobs, settings, version) if settings
+              else _local_commands(jobs))
+  manifest.write(FLAGS.root, manifest.build(
+      FLAGS.sweep, jobs, commands, version.to_json(), smoke=FLAGS.local_smoke,
+      smoke_images=FLAGS.smoke_images if FLAGS.local_smoke else None,
+      extra_args=list(argv[1:]),
+      tpu=[dataclasses.asdict(s) for s in settings.slices] if settings else [],
+      create=({"accelerator": settings.accelerator, "spot": settings.spot}
+              if settings and settings.create else None)))
   start = time.time()
-  signal.signal(signal.SIGTERM, lambda *_: CHILDREN.terminate())
-  if slices:
-    archive = build_archive(version, os.path.abspath("."))
-    failed = run_tpu(todo, slices, version, archive, out)
-  else:
+  if settings:
     try:
-      failed = run_local(todo, python=f.python, parallel=f.parallel, out=out)
-    except KeyboardInterrupt:
-      CHILDREN.terminate()
-      raise
+      failed = tpu_launch.run(todo, settings, version, out)
+    except KeyboardInterrupt:  # A second Ctrl-C while the first one stops the points.
+      cli.fail("stopped at once: points may still run and slices may remain; "
+                  "rerun the command to carry on, or list and delete slices with "
+                  "gcloud compute tpus queued-resources list/delete.")
+  else:
+    failed = _run_here(todo, out)
   elapsed = time.time() - start
   if failed:
     print(f"{len(failed)} of {len(jobs)} points did not finish: {', '.join(failed)} "
           f"({elapsed:.0f} s)", flush=True)
     sys.exit(1)
-  print(f"All {len(jobs)} points of {f.sweep} have results under {f.root} "
+  print(f"All {len(jobs)} points of {FLAGS.sweep} have results under {FLAGS.root} "
         f"({len(todo)} trained in {elapsed:.0f} s); compare them with: "
-        f"python -m experiments.compare --root={f.root}", flush=True)
+        f"python -m experiments.compare --root={FLAGS.root}", flush=True)
 
 
 def console_main():

@@ -1,17 +1,17 @@
 """The experiments tooling: sweeps as data, smoke mode, the launcher (dry runs, local
-failures, TPU commands) and the comparison. Nothing here trains (see
+failures; its TPU side: tests/test_tpu_launch.py) and the comparison. Nothing here trains (see
 tests/test_sweep_end_to_end.py for the run that does)."""
 
 import io
 import json
 import os
-import shlex
 import subprocess
 import sys
 
 import pytest
 
-from experiments import compare, launch, paper, plots, references, smoke, sweeps, tpu
+from experiments import (compare, launch, local_runs, paper, plots, references, smoke,
+                         sweeps)
 from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout
 from mobilenet_jax.rundir import results as run_results
@@ -120,8 +120,8 @@ def test_smoke_keeps_the_recipe_and_scales_the_schedule():
 
 def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
   root = str(tmp_path / "runs")
-  (tmp_path / "runs" / "v1_w0.5_r224").mkdir(parents=True)
-  (tmp_path / "runs" / "v1_w0.5_r224" / "results.json").write_text("{}")
+  _write_results(tmp_path / "runs", "v1_w0.5_r224", "mobilenet_v1.py:width=0.5", 0.6,
+                 overrides=(("num_train_steps", 2),))
   result = _launch("--sweep=table6", f"--root={root}", "--dry_run", "--python=python",
                    "--", "--config.num_train_steps=2")
   lines = result.stdout.splitlines()
@@ -132,55 +132,20 @@ def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
                              "--config=configs/mobilenet_v1.py:width=0.75 ")
   assert "width=0.25" in lines[3] and len(lines) == 4
   assert sorted(os.listdir(root)) == ["v1_w0.5_r224"]  # A dry run writes nothing.
+  assert sorted(os.listdir(os.path.join(root, "v1_w0.5_r224"))) == [
+      "metrics.jsonl", "results.json"]
 
 
-def _launch(*args, offline=False):
-  """Runs the launcher CLI; `offline`: every socket connection and DNS lookup fails."""
-  code = ("import runpy, socket, sys\n"
-          "def refuse(*a, **k): raise OSError('network use in a dry run')\n"
-          + ("socket.socket.connect = refuse; socket.getaddrinfo = refuse\n" if offline
-             else "")
-          + "sys.argv = ['launch'] + sys.argv[1:]\n"
+def _launch(*args):
+  """Runs the launcher CLI."""
+  code = ("import runpy, sys\n"
+          "sys.argv = ['launch'] + sys.argv[1:]\n"
           "runpy.run_module('experiments.launch', run_name='__main__')\n")
   result = subprocess.run([sys.executable, "-c", code, *args], cwd=h.REPO,
                           env=dict(os.environ, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu"),
                           capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
-
-
-@pytest.mark.parametrize("sweep", ["table6", "async"])
-def test_tpu_dry_run_commands_offline(sweep):
-  root = "gs://bucket/runs/" + sweep
-  result = _launch(f"--sweep={sweep}", f"--root={root}", "--tpu=slice-a,slice-b",
-                   "--zone=us-central2-b", "--project=proj", "--dry_run", "--",
-                   "--config.data.data_dir=gs://bucket/tfds", offline=True)
-  lines = result.stdout.splitlines()
-  assert lines[0].startswith("git archive --format=tar.gz -o mobilenet-jax-")
-  copies = [shlex.split(line) for line in lines[1:3]]
-  assert [c[:6] for c in copies] == [["gcloud", "compute", "tpus", "tpu-vm", "scp",
-                                      c[5]] for c in copies]
-  assert [c[6] for c in copies] == ["slice-a:~/", "slice-b:~/"]
-  points = sweeps.get_sweep(sweep).points
-  ssh = [shlex.split(line) for line in lines[3:]]
-  assert len(ssh) == len(points)
-  for i, (command, point) in enumerate(zip(ssh, points)):
-    assert command[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh",
-                           ("slice-a", "slice-b")[i % 2]]  # Slices share the points.
-    assert command[6:9] == ["--zone=us-central2-b", "--project=proj", "--worker=all"]
-    (script,) = [c[len("--command="):] for c in command if c.startswith("--command=")]
-    assert "pip install" in script and "'jax[tpu]==" in script and tpu.LIBTPU_INDEX in script
-    assert "nohup bash -c " in script and "wait $!" in script
-    train = f"python3 -m mobilenet_jax.main --config=configs/{point.config} "
-    assert train in script and f"--workdir={root}/{point.name} --distributed" in script
-    assert " ".join(point.args()) in script
-    assert "--config.data.data_dir=gs://bucket/tfds" in script
-    assert f"gcloud storage cp $HOME/mobilenet-jax-logs/{point.name}." in script
-    assert f"{root}/{point.name}/train.$(hostname).log" in script
-    assert sys.executable not in script and h.REPO not in script
-  # The remote script is valid bash.
-  check = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
-  assert check.returncode == 0, check.stderr
 
 
 def test_tpu_needs_a_shared_root(tmp_path):
@@ -197,8 +162,8 @@ def test_failures_do_not_stop_the_sweep(tmp_path):
   # `false` fails; `true` exits 0 but leaves no results.json, like a preempted run.
   jobs = launch.make_jobs("table7", str(tmp_path))
   out = io.StringIO()
-  failed = launch.run_local(jobs[:2], python="false", out=out)
-  failed += launch.run_local(jobs[2:], python="true", out=out, parallel=2)
+  failed = local_runs.run_local(jobs[:2], python="false", out=out)
+  failed += local_runs.run_local(jobs[2:], python="true", out=out, parallel=2)
   assert failed == [job.name for job in jobs]
   assert "FAILED v1_w1_r224 (exit status 1" in out.getvalue()
   assert "without results" in out.getvalue()

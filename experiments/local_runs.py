@@ -1,0 +1,114 @@
+"""Local sweep runs: the points train here, one after another or N at once.
+
+Each point's output goes to <workdir>/train.log. SIGTERM or Ctrl-C (`CHILDREN.terminate`)
+stops the running points the way a preemption does: each saves a checkpoint. A failed
+point does not stop the others.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import pathlib
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import point_state
+import mobilenet_jax
+from mobilenet_jax import errors
+from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir import results as run_results
+
+# The folder that holds the package: the clone, or site-packages for an installed copy
+# (whose experiments/ is mobilenet_jax/experiments).
+REPO = pathlib.Path(mobilenet_jax.__file__).resolve().parent.parent
+
+
+class _Children:
+  """The running training processes, so that a SIGTERM reaches all of them."""
+
+  def __init__(self):
+    self._procs: set[subprocess.Popen] = set()
+    self._lock = threading.Lock()
+    self.stopping = False
+
+  def add(self, proc):
+    with self._lock:
+      self._procs.add(proc)
+
+  def remove(self, proc):
+    with self._lock:
+      self._procs.discard(proc)
+
+  def terminate(self):
+    """Preempts every running point: each saves a checkpoint and exits."""
+    self.stopping = True
+    with self._lock:
+      for proc in self._procs:
+        proc.send_signal(signal.SIGTERM)
+
+
+CHILDREN = _Children()
+
+
+def _run_one(job, python: str, out) -> tuple[bool, float]:
+  """Trains one job here; (finished with results, seconds)."""
+  start = time.time()
+  log = layout.log_path(job.workdir)
+  log.parent.mkdir(parents=True, exist_ok=True)
+  command = [python, *job.train_args()]
+  print(f"start {job.name}: {shlex.join(command)}\n      log: {log}", file=out, flush=True)
+  with log.open("a") as f:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f,
+                            stderr=subprocess.STDOUT)
+    CHILDREN.add(proc)
+    returncode = proc.wait()
+    CHILDREN.remove(proc)
+  seconds = time.time() - start
+  if returncode != 0:
+    tail = "".join(log.read_text().splitlines(True)[-5:])
+    print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
+          f"of {log}:\n{tail}", file=out, flush=True)
+    return False, seconds
+  try:
+    finished = point_state.is_finished(job)
+  except errors.UserError as e:
+    print(f"FAILED {job.name}: {e}", file=out, flush=True)
+    return False, seconds
+  if not finished:
+    print(f"stopped {job.name} after {seconds:.0f} s without results (preempted?); "
+          "run the sweep again to resume it", file=out, flush=True)
+    return False, seconds
+  results = run_results.read_results(job.workdir)
+  top1, source = results.top1
+  print(f"done {job.name} in {seconds:.0f} s: top-1 {100 * top1:.1f}% ({source})",
+        file=out, flush=True)
+  return True, seconds
+
+
+def run_local(jobs, *, python: str = sys.executable, parallel: int = 1,
+              out=None) -> list[str]:
+  """Trains `jobs` here, `parallel` at a time; the names of those that did not finish."""
+  out = out or sys.stdout
+  failed = []
+  with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+    futures = {}
+    for job in jobs:
+      futures[pool.submit(_run_if_not_stopping, job, python, out)] = job
+    for future in concurrent.futures.as_completed(futures):
+      if not future.result():
+        failed.append(futures[future].name)
+  order = [j.name for j in jobs]
+  return sorted(failed, key=order.index)
+
+
+def _run_if_not_stopping(job, python: str, out) -> bool:
+  if CHILDREN.stopping:
+    return False
+  return _run_one(job, python, out)[0]
