@@ -45,6 +45,8 @@ the network (a gs:// root is not even read). Otherwise ROOT/manifest.json record
 points, their commands and full configs, and the code (commit, and whether HEAD or the
 working tree was shipped). `python -m experiments.compare --root=ROOT` compares the
 results.
+
+Installed with pip, the same program is `mobilenet-launch`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from absl import app, flags
 import ml_collections
 
 from mobilenet_jax import cli
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout
 
@@ -133,7 +136,7 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
     known = {p.name for p in points}
     unknown = [n for n in only if n not in known]
     if unknown:
-      raise ValueError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
+      raise ConfigError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
                        f"{', '.join(sorted(known))}.")
     points = [p for p in points if p.name in only]
   root = root.rstrip("/") if is_remote(root) else os.path.abspath(root)

@@ -128,6 +128,8 @@ def test_create_spot_dry_run_is_the_plan_offline(sweep):
     ({"tpu": "a", "zone": "z", "create": True, "accelerator": "v9-8"}, "v5litepod-8"),
     ({"tpu": "a", "zone": "z", "root": "/tmp/local"}, "gs:// --root")])
 def test_tpu_flags_are_checked_together(settings, words):
+  if "accelerator" not in flags.FLAGS:  # Tools define their flags when they run.
+    launch.define_flags()
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   with flagsaver.flagsaver(**{"sweep": "table9", "root": "gs://b/r", **settings}):
