@@ -152,9 +152,13 @@ def fail(message: str) -> None:
   sys.exit(USAGE_STATUS)
 
 
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C.
+
+
 def one_line_errors(main):
   """Wraps an absl `main(argv)` so that a UserError (or a usage error) exits with its
-  message as one line, status 2."""
+  message as one line, status 2, and a Ctrl-C outside the train loop (which saves
+  first: train/preemption.py) with one line, status 130."""
 
   @functools.wraps(main)
   def wrapped(argv):
@@ -162,6 +166,10 @@ def one_line_errors(main):
       return main(argv)
     except (UserError, app.UsageError) as error:
       fail(error)
+    except KeyboardInterrupt:
+      print("error: interrupted (Ctrl-C); the committed checkpoints are intact (run "
+            "the same command to resume).", file=sys.stderr, flush=True)
+      sys.exit(INTERRUPTED_STATUS)
 
   return wrapped
 

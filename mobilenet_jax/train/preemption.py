@@ -37,7 +37,7 @@ import numpy as np
 # Fallback only: one all-gather per this many steps, a fraction of a second of
 # training apart on a pod, well inside a scheduler's SIGTERM grace period.
 SYNC_EVERY_STEPS = 20
-INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C.
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C (as cli.py does).
 
 
 def _jax_preemption_service():
