@@ -3,16 +3,13 @@ r"""The default run: MobileNet V1 on the built-in shapes10 dataset, on any CPU.
   python -m mobilenet_jax.main --config=configs/default.py --workdir=/tmp/mobilenet
 
 No download: shapes10 is generated locally on first use (mobilenet_jax/data). Sized so
-that an idle 2-core CPU trains it in under 4 minutes: 2026-12-01, from a fresh clone,
-2 min 58 s in all (with generating shapes10 and a cold compile cache) to 93.55% test
-top-1 (EMA 93.55%); seeds 0-4 give 89.6-97.2% (94.5-96.9% with the previous code, whose
-only difference is rounding: the spread is the recipe's; README), with gradient
-clipping and the BatchNorm momentum chosen from the run length (93.9% before them, one
-seed). Keeps the paper's EMA and weight decay off the depthwise kernels, but uses SGD
-momentum with a cosine decay, which learn this short run faster than TF1-style RMSprop
-with staircase decay. The same recipe on scikit-learn's digits as an image folder
-(tests/test_digits.py) reaches 94% eval top-1 in 528 steps. For a paper-size run, use
-configs/mobilenet_v1.py.
+that an idle 2-core CPU trains it in a few minutes (measured wall times and accuracies
+over seeds: README and benchmarks/RESULTS.md). Keeps the paper's EMA and weight decay
+off the depthwise kernels, with gradient clipping and the BatchNorm momentum chosen
+from the run length, but uses SGD momentum with a cosine decay, which learn this short
+run faster than TF1-style RMSprop with staircase decay. The same recipe trains
+scikit-learn's digits as an image folder (tests/test_digits.py). For a paper-size run,
+use configs/mobilenet_v1.py.
 """
 
 from mobilenet_jax import config_files, config_recipes

@@ -42,7 +42,7 @@ def build(arg) -> ml_collections.ConfigDict:
 
 
 def model_config(arg):
-  """The `config.model` section for MobileNet V1 (reference facts, section 1)."""
+  """The `config.model` section for MobileNet V1 (V1 paper, Table 1; TF-slim's ReLU6, SAME padding, BatchNorm epsilon 1e-3)."""
   model = ml_collections.ConfigDict()
   model.name = "mobilenet_v1"
   model.width = arg.width

@@ -43,7 +43,7 @@ def get_config(arg_string: str | None = None):
 
 
 def model_config(arg):
-  """The `config.model` section for MobileNet V2 (reference facts, section 4)."""
+  """The `config.model` section for MobileNet V2 (V2 paper, Table 2; TF-slim's make_divisible widths)."""
   model = ml_collections.ConfigDict()
   model.name = "mobilenet_v2"
   model.width = arg.width

@@ -1,7 +1,7 @@
 """The MobileNet papers' published numbers (experiments/paper_results.csv) as records.
 
-Source: V1 paper Tables 4 to 9 and the V2 paper's headline; see
-shared reference facts, section 3. Each MobileNet row names the config (file and
+Source: V1 paper (arXiv:1704.04861) Tables 4 to 9 and the V2 paper's (arXiv:1801.04381)
+headline. Each MobileNet row names the config (file and
 argument string under configs/) that reproduces its architecture; rows of other
 networks have none.
 """

@@ -1,11 +1,12 @@
 """Released TF-slim checkpoints' accuracies (experiments/slim_checkpoints.csv) as records.
 
-Copied from the shared reference facts (section 9): the V1 16-model grid (widths
+Copied from TF-slim's tables of its released checkpoints (mobilenet_v1.md and the
+mobilenet README, models/research/slim/nets/mobilenet): the V1 16-model grid (widths
 1/0.75/0.5/0.25 x 224/192/160/128, the points the V1 paper only plots in Figures 4
 and 5; re-trained 2018_02_22 checkpoints, so 1.0-224 is 70.9% here vs 70.6% in the
 paper) and the V2 22-model grid. All are 1001-class ImageNet models. Their Mult-Adds
 are TF-slim's published, truncated millions: for V1 the 0.75 rows and 0.25-192 do
-not match an exact count (reference facts, section 9), so plots and tables that need
+not match an exact count of their architecture, so plots and tables that need
 exact figures count them with mobilenet_jax.costs instead.
 """
 
@@ -73,7 +74,7 @@ def grid(family: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
 
 
 # Exact Mult-Adds (millions) where TF-slim's published figure does not match a count
-# (reference facts, section 9); every other published figure is exact (truncated).
+# (counted with mobilenet_jax.costs); every other published figure is exact (truncated).
 _EXACT_MULT_ADDS_M = {("v1", 0.75, 224): 325.40, ("v1", 0.75, 192): 239.27,
                       ("v1", 0.75, 160): 166.40, ("v1", 0.75, 128): 106.77,
                       ("v1", 0.25, 192): 30.21}

@@ -194,14 +194,6 @@ def _spec(file_name: str, width: float, res: int) -> str:
   return file_name + (":" + ",".join(args) if args else "")
 
 
-def with_args(config_spec: str, *args: str) -> str:
-  """`config_spec` with `args` ("batch=64") appended to its argument string."""
-  if not args:
-    return config_spec
-  file_name, sep, arg = config_spec.partition(":")
-  return file_name + ":" + ",".join(([arg] if sep and arg else []) + list(args))
-
-
 def _table(paper_name: str, table: str) -> list[tuple[str, tuple]]:
   return [(row.config, ()) for row in paper.load_paper_results()
           if row.is_mobilenet and (row.paper, row.table) == (paper_name, table)]

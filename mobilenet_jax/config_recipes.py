@@ -83,7 +83,7 @@ def data_config(name: str, image_size: int) -> ml_collections.ConfigDict:
   data.eval_split = "validation"
   data.image_size = image_size
   # Inception-style crops. The V1 paper uses "a smaller range of crop sizes than
-  # Inception" (reference facts, section 5) without giving the limit. Inception uses
+  # Inception" (V1 paper, section 3.3) without giving the limit. Inception uses
   # a minimum area of 0.08; we take 0.25, a quarter of the image, so that a crop
   # still shows most of one object at small resolutions.
   data.crop_area_range = (0.25, 1.0)
@@ -103,7 +103,7 @@ def train_config() -> ml_collections.ConfigDict:
   """The training recipe shared by the paper configs (mobilenet_jax/train).
 
   Defaults follow the TPU reference training of MobileNet V1 (tensorflow/tpu
-  models/official/mobilenet; reference facts, section 5) unless a comment says
+  models/official/mobilenet) unless a comment says
   otherwise. Config files override what differs per model.
   """
   config = ml_collections.ConfigDict()

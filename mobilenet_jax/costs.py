@@ -2,7 +2,7 @@ r"""Parameters and Mult-Adds read off the model itself, in the MobileNet paper's
 
 The paper counts the multiply-accumulates of every convolution and of the classifier,
 K*K*(C_in/groups)*C_out*H_out*W_out, and as parameters only their weights: no biases,
-no BatchNorm, no pooling (reference facts, section 2). Rather than keeping a table by
+no BatchNorm, no pooling (V1 paper, section 3.1 and Table 2). Rather than keeping a table by
 hand, `count_costs` traces the network abstractly (no FLOPs are spent) and intercepts
 every layer that owns a `kernel`, so each width, depth, block and resolution is counted
 from the code that runs.

@@ -1,4 +1,5 @@
-"""Paper-faithful preprocessing (reference facts, section 6), with stateless randomness.
+"""Paper-faithful preprocessing (TF-slim's inception_preprocessing, pixels in [-1, 1]),
+with stateless randomness.
 
 Train: Inception-style random crop (random area and aspect ratio), resize, random
 horizontal flip. Eval: resize so that the shorter side is image_size / crop_fraction
@@ -54,7 +55,8 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
 
   The image is resized (aspect kept) so that its shorter side is S / crop_fraction,
   then the central S x S is cut: the crop covers `crop_fraction` of the shorter side
-  (reference facts, section 6). Resizing first matters for small images: cropping
+  (TF-slim's eval preprocessing, central_fraction=0.875). Resizing
+  first matters for small images: cropping
   first rounds the crop to whole source pixels and its offset up, so an 8x8 digit
   lost its top row and left column (a 7x7 crop at (1, 1)), a view training rarely
   shows (TF's crop sampler keeps offset 0 at such sizes); that cost 25-35 points of

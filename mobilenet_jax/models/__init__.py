@@ -19,8 +19,8 @@ __all__ = ["MobileNetV1", "MobileNetV2", "Ops", "create", "init_variables", "MOD
 
 MODELS = {"mobilenet_v1": MobileNetV1, "mobilenet_v2": MobileNetV2}
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# BatchNorm decay of the reference implementations (reference facts, section 1:
-# TF-slim V1 0.9997, TF-slim V2 0.997); used when config.model.bn_momentum is None
+# BatchNorm decay of the reference implementations (TF-slim's
+# mobilenet_v1.py 0.9997, mobilenet_v2.py 0.997); used when config.model.bn_momentum is None
 # (see mobilenet_jax/train/batchnorm.py for how a training run chooses it).
 REFERENCE_BN_MOMENTUM = {"mobilenet_v1": 0.9997, "mobilenet_v2": 0.997}
 

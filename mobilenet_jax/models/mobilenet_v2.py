@@ -2,7 +2,7 @@
 
 Every channel count c becomes make_divisible(c * alpha, 8); the last 1x1 convolution
 stays at 1280 channels for alpha <= 1 and is scaled above 1, as in every released
-checkpoint (reference facts, section 4).
+checkpoint (TF-slim's mobilenet_v2.py and Keras' MobileNetV2).
 """
 
 from __future__ import annotations

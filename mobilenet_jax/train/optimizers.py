@@ -1,7 +1,7 @@
 """Optimizers, learning-rate schedules and weight decay, all from optax.
 
-The paper's optimizer is RMSprop with TensorFlow 1 semantics (reference facts, section
-5): the epsilon sits inside the square root, the squared-gradient accumulator starts at
+The paper's optimizer is RMSprop with TensorFlow 1 semantics (tf.compat.v1.train.
+RMSPropOptimizer): the epsilon sits inside the square root, the squared-gradient accumulator starts at
 ones, and the learning rate is applied before the momentum accumulation,
 `mom = momentum * mom + lr * g / sqrt(ms + eps)`. optax's `rmsprop` with
 `initial_scale=1.0, eps_in_sqrt=True` and `momentum` is exactly that.
