@@ -2,7 +2,8 @@
 
 Conventions of the reference implementations (TF-slim's mobilenet_v1.py, Keras'
 applications): TF "SAME" padding, no bias before BatchNorm, BatchNorm epsilon 1e-3,
-truncated-normal initialization with stddev 0.09, parameters in float32 whatever the compute dtype.
+truncated-normal initialization with stddev 0.09, parameters in float32 whatever the
+compute dtype.
 What the layers compute with (the depthwise and 1x1 formulations, train-mode
 BatchNorm, the C++ CPU kernels) lives in `models/kernels/`.
 """

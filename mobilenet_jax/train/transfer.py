@@ -7,9 +7,11 @@
 * `freeze_backbone`: `freeze(optimizer, trainable_mask(config, params))` zeroes the
   updates of every parameter outside the classifier. BatchNorm statistics are not
   parameters: the train step must keep the old backbone statistics with
-  `keep_frozen_batch_stats` after the forward pass. (The forward pass still
-  normalizes with batch statistics in train mode; with a frozen backbone that is the
-  usual "BN in train mode, stats frozen" setup, not inference-mode BatchNorm.)
+  `keep_frozen_batch_stats` after the forward pass. With `init_from.freeze_bn` (the
+  default) the frozen backbone's BatchNorm also normalizes with its running
+  statistics in training, as in Keras' transfer recipe, so training and evaluation
+  see the same network; with freeze_bn=False it normalizes with batch statistics
+  ("BN in train mode, statistics frozen").
 """
 
 from __future__ import annotations
