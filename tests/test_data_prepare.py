@@ -70,6 +70,12 @@ def test_prepares_a_dataset_that_tfds_and_the_pipeline_read(tmp_path):
   assert info.class_names[0] == "T-shirt/top"
   (batch,) = list(data.eval_batches(config, 10, process_index=0, process_count=1))
   assert batch["image"].shape == (10, 32, 32, 3) and batch["mask"].sum() == 10
+  # The small-image recipe's pad-and-crop path reads it too.
+  from configs import small_images  # pylint: disable=g-import-not-at-top
+  small = small_images.get_config("res=40").data
+  small.data_dir = data_dir
+  batch = next(iter(data.train_batches(small, 8, 0, process_index=0, process_count=1)))
+  assert batch["image"].shape == (8, 40, 40, 3) and batch["image"].min() >= -1.0
   # A second call finds it prepared and reads nothing (the source may be gone).
   assert prepare.prepare(_tiny_spec(digests), str(tmp_path / "gone"), data_dir) == (
       where, False)
