@@ -6,7 +6,9 @@ resolution *ratios* and every recipe setting stay; only these shrink, as extra
 `--config.*` overrides after the point's own:
 
   data         the built-in shapes10 (10 classes, 10,000 train / 2,000 test images)
-  resolution   x 32/224 (224 -> 32, 192 -> 27, 160 -> 23, 128 -> 18, 96 -> 14)
+  resolution   32 + (r - 96) / 16 (224 -> 40, 192 -> 38, 160 -> 36, 128 -> 34,
+               96 -> 32): every paper resolution distinct, in the paper's order, and
+               at least the 32 px the models accept, at most 1.6x the cost of 32 px
   batch        / 16 (1024 -> 64, 16384 -> 1024), accumulation steps and workers kept
   steps        a budget of `images` training images (default 3840) per point
   schedule     warmup epochs scaled with the run, so warmup keeps its share of it; the
@@ -28,12 +30,13 @@ import math
 import os
 
 from mobilenet_jax import costs
+from mobilenet_jax.models.validation import MIN_RESOLUTION
 
 SMOKE_DATASET = "shapes10"
 SMOKE_TRAIN_EXAMPLES = 10_000  # shapes10/default train split.
 SMOKE_EVAL_EXAMPLES = 1_000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
-RESOLUTION_SCALE = 32 / 224
+SMALLEST_PAPER_RESOLUTION = 96  # V2's; V1's is 128.
 BATCH_DIVISOR = 16
 DEFAULT_IMAGES = 3840
 
@@ -82,8 +85,11 @@ def _round(x: float) -> float:
 
 
 def smoke_resolution(resolution: int) -> int:
-  """The scaled-down input size: distinct for every resolution the sweeps use."""
-  return max(8, int(round(resolution * RESOLUTION_SCALE)))
+  """The scaled-down input size: distinct for every resolution the sweeps use (all
+  multiples of 16 from 96 to 224), never below the models' minimum. A scale factor
+  cannot do both: one that keeps 96 at 32 px puts 224 at 75 px (5.5x the work)."""
+  return max(MIN_RESOLUTION, MIN_RESOLUTION + int(round(
+      (resolution - SMALLEST_PAPER_RESOLUTION) / 16)))
 
 
 @dataclasses.dataclass(frozen=True)

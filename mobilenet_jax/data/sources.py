@@ -240,7 +240,9 @@ def _tfds_builder(name: str, data_dir: str | None):
     return builder
   if isinstance(builder, builtin_shapes.Shapes10):
     _generate_once(builder, name)
-    return builder
+    # A builder made while another process was generating the dataset read no
+    # splits; one made now reads the finished files.
+    return tfds.builder(name, data_dir=data_dir)
   message = [
       f"Dataset {name!r} is not prepared: TFDS looked in {builder.data_dir!r} "
       f"(data.data_dir={data_dir!r}). This pipeline never downloads."]
