@@ -54,7 +54,7 @@ import time
 from absl import app, flags
 import ml_collections
 
-from experiments import manifest, smoke, sweeps, tpu
+from experiments import manifest, proxy, smoke, sweeps, tpu
 from mobilenet_jax import run_dir
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -85,9 +85,13 @@ def is_remote(path: str) -> bool:
 
 def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
               smoke_images: int = smoke.DEFAULT_IMAGES, extra_args: tuple[str, ...] = (),
-              only: tuple[str, ...] = ()) -> list[Job]:
-  """A job per point of `sweep` (or of the points named in `only`), under `root`."""
-  points = sweeps.get_sweep(sweep).points
+              only: tuple[str, ...] = (), seeds: int = 1,
+              proxy_name: str | None = None) -> list[Job]:
+  """A job per point of `sweep` (or of the points named in `only`), under `root`;
+  each point `seeds` times, as a `proxy_name` proxy point if given."""
+  definition = sweeps.get_sweep(sweep)
+  points = sweeps.with_seeds(proxy.proxy_points(definition, proxy_name) if proxy_name
+                             else definition.points, seeds)
   if only:
     known = {p.name for p in points}
     unknown = [n for n in only if n not in known]
@@ -99,7 +103,7 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
   jobs = []
   for point in points:
     config = point.build()
-    point_config = run_dir.config_dict(config)
+    point_config = run_dir.config_dict(point.full_size_config())
     overrides = list(point.overrides)
     if local_smoke:
       shrink = smoke.smoke_overrides(config, smoke_images)
@@ -294,6 +298,10 @@ _LOCAL_SMOKE = flags.DEFINE_bool(
     "local_smoke", False, "Shrink every point to a CPU smoke run (experiments/smoke.py).")
 _SMOKE_IMAGES = flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
                                      "Training images per point in smoke mode.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Train every point with seeds 0..N-1 "
+                              "(workdirs <point>, <point>_seed1, ...).")
+_PROXY = flags.DEFINE_enum("proxy", None, list(proxy.PROXIES), "Train the paper "
+                           "sweep's points on this small dataset (experiments/proxy.py).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Local points run at once.")
 _PYTHON = flags.DEFINE_string("python", sys.executable,
                               "The local Python that trains (local runs only).")
@@ -329,13 +337,18 @@ def main(argv):
   if slices and (_LOCAL_SMOKE.value or not is_remote(_ROOT.value)):
     raise app.UsageError("--tpu trains full points in a root every host sees: give a "
                          "gs:// --root and no --local_smoke.")
+  if _PROXY.value and _LOCAL_SMOKE.value:
+    raise app.UsageError("--proxy and --local_smoke are two ways to shrink a sweep: "
+                         "give one.")
   jobs = make_jobs(_SWEEP.value, _ROOT.value, local_smoke=_LOCAL_SMOKE.value,
                    smoke_images=_SMOKE_IMAGES.value, extra_args=tuple(argv[1:]),
-                   only=tuple(_ONLY.value))
+                   only=tuple(_ONLY.value), seeds=_SEEDS.value, proxy_name=_PROXY.value)
   todo = pending(jobs, out, dry_run=_DRY_RUN.value)
   if _LOCAL_SMOKE.value:
     estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in todo]
     print(smoke.format_estimate(estimates, _PARALLEL.value), file=out, flush=True)
+  elif _PROXY.value and not slices:
+    print(proxy.format_estimate(todo, _PROXY.value, _PARALLEL.value), file=out, flush=True)
   version = code_version()
   commands = _commands(jobs, slices, version)
   if _DRY_RUN.value:
@@ -344,6 +357,7 @@ def main(argv):
   manifest.write(_ROOT.value, manifest.build(
       _SWEEP.value, jobs, commands, version, smoke=_LOCAL_SMOKE.value,
       smoke_images=_SMOKE_IMAGES.value if _LOCAL_SMOKE.value else None,
+      seeds=_SEEDS.value, proxy=_PROXY.value,
       extra_args=list(argv[1:]), tpu=[dataclasses.asdict(s) for s in slices]))
   start = time.time()
   signal.signal(signal.SIGTERM, lambda *_: CHILDREN.terminate())

@@ -71,20 +71,79 @@ def test_recipe_sweeps():
   assert big.lr.base == 0.165 and big.lr.reference_batch == 256
 
 
+def _identities(configs) -> set[str]:
+  return {json.dumps(run_dir.identity(c), sort_keys=True) for c in configs}
+
+
 @pytest.mark.parametrize("name", sweeps.SWEEP_NAMES)
-def test_every_sweep_has_distinct_points_full_size_and_smoke(name, tmp_path):
+def test_every_sweep_has_distinct_points_full_size_smoke_and_proxy(name, tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
   points = sweeps.get_sweep(name).points
   assert len({p.name for p in points}) == len(points)
-  identities = {json.dumps(run_dir.identity(p.build()), sort_keys=True) for p in points}
-  assert len(identities) == len(points)
-  # Smoke mode keeps them apart (runlocal would make all of Table 6 one network).
+  assert len(_identities(p.build() for p in points)) == len(points)
+  # Smoke mode keeps them apart (runlocal would make all of Table 6 one network), and
+  # every smoke config is one the trainer accepts (192 px used to become 27 px).
   jobs = launch.make_jobs(name, str(tmp_path), local_smoke=True)
-  smoke_ids = {json.dumps(run_dir.identity(j.full_config), sort_keys=True) for j in jobs}
-  assert len(smoke_ids) == len(points)
+  assert len(_identities(j.full_config for j in jobs)) == len(points)
   for job in jobs:
     config = job.full_config
-    assert config["data"]["name"] == "shapes10" and config["data"]["image_size"] <= 32
+    assert config["data"]["name"] == "shapes10"
+    assert 32 <= config["data"]["image_size"] <= 40
     assert config["model"]["width"] == job.point_config["model"]["width"]
+    config_validation.validate(ml_collections.ConfigDict(config))
+  if sweeps.get_sweep(name).kind == "recipe":
+    with pytest.raises(ValueError, match=f"{name} is a recipe sweep"):
+      launch.make_jobs(name, str(tmp_path), proxy_name="fashion_mnist")
+    return
+  jobs = launch.make_jobs(name, str(tmp_path), proxy_name="fashion_mnist", seeds=2)
+  assert len(jobs) == 2 * len(points)
+  assert len(_identities(j.full_config for j in jobs)) == 2 * len(points)
+  paper_res = {j.name: j.point_config["data"]["image_size"] for j in jobs}
+  proxy_res = {j.name: j.full_config["data"]["image_size"] for j in jobs}
+  assert min(proxy_res.values()) == 32  # The sweep's smallest at the models' minimum.
+  for job in jobs:
+    config = job.full_config
+    assert (config["data"]["name"], config["data"]["train_crop"]) == ("fashion_mnist",
+                                                                      "pad")
+    assert run_dir.architecture(config)[:4] == run_dir.architecture(job.point_config)[:4]
+    config_validation.validate(ml_collections.ConfigDict(config))
+    # One scale for the whole sweep: the paper's resolution ratios are kept.
+    for other in jobs:
+      ratio = paper_res[job.name] / paper_res[other.name]
+      assert proxy_res[job.name] / proxy_res[other.name] == pytest.approx(ratio, rel=0.02)
+
+
+def test_seeds_are_an_axis():
+  points = sweeps.get_sweep("table5").points
+  seeded = sweeps.with_seeds(points, 3)
+  assert [p.name for p in seeded] == [
+      "v1_w0.75_r224", "v1_w1_r224_shallow", "v1_w0.75_r224_seed1",
+      "v1_w1_r224_shallow_seed1", "v1_w0.75_r224_seed2", "v1_w1_r224_shallow_seed2"]
+  assert seeded[:2] == points  # Seed 0 is today's point: finished runs count.
+  assert [p.build().seed for p in seeded] == [0, 0, 1, 1, 2, 2]
+  assert sweeps.seed_of("v1_w1_r224_shallow_seed12") == ("v1_w1_r224_shallow", 12)
+  assert sweeps.seed_of("v1_w0.75_r224") == ("v1_w0.75_r224", 0)
+  assert sweeps.with_seeds(points, 1) == points
+  with pytest.raises(ValueError, match="at least 1 seed"):
+    sweeps.with_seeds(points, 0)
+  with pytest.raises(ValueError, match="already sets its seed"):
+    sweeps.with_seeds(seeded[2:3], 2)
+
+
+def test_proxy_resolutions_follow_the_paper_ratios():
+  from experiments import proxy  # pylint: disable=g-import-not-at-top
+  res = lambda sweep: sorted({int(p.build().data.image_size)
+                              for p in proxy.proxy_points(sweeps.get_sweep(sweep),
+                                                          "fashion_mnist")})
+  assert res("table7") == res("grid") == [32, 40, 48, 56]  # x 1/4, exact.
+  assert res("v2grid") == [32, 43, 53, 64, 75]  # x 1/3, rounded.
+  assert res("table6") == res("table4") == res("table5") == [32]
+  (full_conv, separable) = proxy.proxy_points(sweeps.get_sweep("table4"), "fashion_mnist")
+  assert full_conv.build().model.block == "full_conv"
+  assert full_conv.full_size.name == full_conv.name == "v1_w1_r224_full_conv"
+  with pytest.raises(ValueError, match="Unknown proxy 'cifar'"):
+    proxy.proxy_points(sweeps.get_sweep("table6"), "cifar")
 
 
 def test_names_never_collide():
@@ -106,14 +165,24 @@ def test_smoke_keeps_the_recipe_and_scales_the_schedule():
   shrunk = sweeps.apply_overrides(config.copy_and_resolve_references(),
                                   smoke.smoke_overrides(config, images=8192))
   assert shrunk.global_batch_size == 1024 and shrunk.grad_accum_steps == 8
-  assert shrunk.num_train_steps == 8 and shrunk.data.image_size == 32
+  assert shrunk.num_train_steps == 8 and shrunk.data.image_size == 40
   # Warmup keeps its share of the run: 5 of 300 epochs.
   assert shrunk.lr.warmup_epochs / shrunk.num_epochs == pytest.approx(5 / 300, rel=1e-3)
   assert [smoke.smoke_resolution(r) for r in (224, 192, 160, 128, 96)] == [
-      32, 27, 23, 18, 14]
+      40, 38, 36, 34, 32]
   estimate = smoke.estimate(shrunk)
   assert estimate.compile_s > 0 and estimate.total_s > estimate.compile_s
   assert "compilation" in smoke.format_estimate([estimate])
+
+
+def test_smoke_estimate_matches_the_measured_table6_sweep():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from experiments import estimate  # pylint: disable=g-import-not-at-top
+  jobs = launch.make_jobs("table6", "/unused", local_smoke=True)
+  estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in jobs]
+  # Measured here at --parallel=2, load 7-9: 360 s cold, 220 s with a filled cache.
+  assert estimate.wall_seconds(estimates, 2) == pytest.approx(360, rel=0.25)
+  assert estimate.wall_seconds(estimates, 2, cached=True) == pytest.approx(220, rel=0.25)
 
 
 def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
@@ -130,6 +199,27 @@ def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
                              "--config=configs/mobilenet_v1.py:width=0.75 ")
   assert "width=0.25" in lines[3] and len(lines) == 4
   assert sorted(os.listdir(root)) == ["v1_w0.5_r224"]  # A dry run writes nothing.
+
+
+def test_readme_smoke_command_and_a_seeded_proxy_dry_run(tmp_path):
+  # The README's smoke command crashed at 192 px -> 27 px before any point ran.
+  result = _launch("--sweep=grid", f"--root={tmp_path}/grid_smoke", "--local_smoke",
+                   "--parallel=2", "--dry_run", "--python=python")
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("Smoke estimate: 16 points, ~")
+  assert len(lines) == 17 and "--config.data.image_size=38" in lines[2]
+  result = _launch("--sweep=table6", f"--root={tmp_path}/t6", "--proxy=fashion_mnist",
+                   "--seeds=3", "--dry_run", "--python=python")
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("Proxy (fashion_mnist) estimate: 12 points, ~")
+  commands = lines[1:]
+  assert len(commands) == 12 and not os.path.exists(tmp_path / "t6")
+  assert commands[0] == (
+      "python -m mobilenet_jax.main --config=configs/small_images.py:model=v1,width=1,"
+      "res=32,dataset=fashion_mnist,num_classes=10,epochs=1.5 "
+      f"--workdir={tmp_path}/t6/v1_w1_r224")
+  assert commands[11].endswith(f"--workdir={tmp_path}/t6/v1_w0.25_r224_seed2 "
+                               "--config.seed=2")
 
 
 def _launch(*args, offline=False):
