@@ -115,9 +115,22 @@ def format_estimate(jobs, proxy_name: str, parallel: int) -> str:
   proxy = get_proxy(proxy_name)
   estimates = []
   for job in jobs:
-    config = ml_collections.ConfigDict(job.full_config)
+    config = _with_budget_args(ml_collections.ConfigDict(job.full_config), job.args)
     images = (config.num_train_steps * config.global_batch_size
               if config.num_train_steps > 0
               else int(config.num_epochs * proxy.train_examples))
     estimates.append(estimate.estimate(config, images, proxy.eval_examples))
   return estimate.format_estimate(f"Proxy ({proxy_name})", estimates, parallel)
+
+
+_BUDGET_KEYS = ("num_epochs", "num_train_steps", "global_batch_size")
+
+
+def _with_budget_args(config, args):
+  """`config` with the `--config.KEY=VALUE` arguments that size the run applied (the
+  user's, after "--", are in a job's args but not in its full config)."""
+  for arg in args:
+    key, _, value = arg[len("--config."):].partition("=")
+    if arg.startswith("--config.") and key in _BUDGET_KEYS:
+      config[key] = type(config[key])(float(value))
+  return config

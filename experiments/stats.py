@@ -67,10 +67,11 @@ class TTest:
   def text(self, what: str = "difference") -> str:
     """"difference +1.2 points, Welch t = 3.10, df = 3.8, p = 0.038"."""
     return (f"{what} {self.estimate:+.2f}, t = {self.t:.2f}, df = {self.df:.1f}, "
-            f"p = {_p_text(self.p)}")
+            f"p = {p_text(self.p)}")
 
 
-def _p_text(p: float) -> str:
+def p_text(p: float) -> str:
+  """A p-value in 3 decimals, or in scientific notation below 0.001."""
   return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 

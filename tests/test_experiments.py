@@ -356,7 +356,8 @@ def test_compare_architecture_sweep(tmp_path):
   (v2,) = rows[("released", "v2_w0.75_r160")]
   assert (v2["released top-1"], v2["delta"]) == ("66.4", "-6.4")
   assert [r["ours top-1"] for r in rows[("V1 Table 4", "Conv MobileNet")]] == ["not run"]
-  assert "broken/results.json: left out" in markdown
+  assert "## Not finished: 1 of 5 runs" in markdown
+  assert "- broken: not finished (" in markdown and "results.json is not a finished" in markdown
   for name in (compare.MULT_ADDS_PLOT, compare.PARAMS_PLOT, compare.CURVES_PLOT):
     _assert_png(out / name)
 
