@@ -91,7 +91,8 @@ def _save(fig, path: epath.Path, caption: str = "", left_out: int = 0) -> None:
   if caption:
     fig.text(0.01, 0.005, caption, fontsize=6, va="bottom")
   with path.open("wb") as f:
-    fig.savefig(f, format="png", dpi=120)
+    # "tight": the saved image grows to hold every legend and caption whole.
+    fig.savefig(f, format="png", dpi=120, bbox_inches="tight", pad_inches=0.1)
   _pyplot().close(fig)
 
 
@@ -204,7 +205,10 @@ def lines_plot(path: epath.Path, lines: dict[str, list[tuple]], *, xlabel: str,
   """One line per entry of `lines` ({legend label: [(x, mean, 95% CI half-width)]}),
   with error bars and the chance level (percent) drawn."""
   plt = _pyplot()
-  fig, ax = plt.subplots(figsize=(7.5, 5))
+  ncol = _legend_columns(len(lines) + 1, 24)
+  legend_in = ncol * _legend_width_in(list(lines) + ["chance (10%)"], 7)
+  width = 5.5 + legend_in
+  fig, ax = plt.subplots(figsize=(width, 5))
   for label, pts in lines.items():
     pts = sorted(pts, key=lambda p: p[0])
     ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
@@ -220,9 +224,9 @@ def lines_plot(path: epath.Path, lines: dict[str, list[tuple]], *, xlabel: str,
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(True, alpha=0.3)
-  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
-            ncol=_legend_columns(len(lines) + 1, 24))
-  fig.subplots_adjust(left=0.1, right=0.7, top=0.92, bottom=0.13)
+  ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol)
+  fig.subplots_adjust(left=0.75 / width, right=1 - legend_in / width, top=0.92,
+                      bottom=0.13)
   left_out = 0
   if point_labels:
     _, left_out = place_labels(ax, [(x, y, t) for (x, y), t in point_labels.items()])
@@ -234,13 +238,22 @@ def _legend_columns(entries: int, rows: int) -> int:
   return max(1, math.ceil(entries / rows))
 
 
+def _legend_width_in(labels, fontsize: float) -> float:
+  """Inches one legend column of `labels` needs (a character is ~0.55 em wide, plus
+  the line sample and padding), so that the figure can make room for it."""
+  longest = max((len(label) for label in labels), default=0)
+  return (longest * 0.55 * fontsize + 3.5 * fontsize) / 72 + 0.3
+
+
 def training_curves(path: epath.Path, curves: dict[str, list[list[dict]]],
                     caption: str = "") -> None:
   """Train loss and top-1 against images seen: one colour per point, one line per
   seed ({point: [metrics rows with "images" of each seed]})."""
   plt = _pyplot()
   ncol = _legend_columns(len(curves), 30)
-  fig, axes = plt.subplots(1, 2, figsize=(10 + 2.2 * ncol, 4.8))
+  legend_in = ncol * _legend_width_in([f"{n} (99 seeds)" for n in curves], 5.5)
+  width = 10 + legend_in
+  fig, axes = plt.subplots(1, 2, figsize=(width, 4.8))
   colors = plt.get_cmap("tab20" if len(curves) > 10 else "tab10")
   for index, (name, seeds) in enumerate(curves.items()):
     color = colors(index % colors.N)
@@ -259,7 +272,6 @@ def training_curves(path: epath.Path, curves: dict[str, list[list[dict]]],
   axes[0].set_title("Training loss")
   axes[1].set_title("Training top-1 (batch accuracy)")
   axes[1].legend(fontsize=5.5, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=ncol)
-  width = 10 + 2.2 * ncol
-  fig.subplots_adjust(left=0.06 * 10 / width, right=1 - (2.2 * ncol + 0.3) / width,
+  fig.subplots_adjust(left=0.6 / width, right=1 - (legend_in + 0.1) / width,
                       wspace=0.25, top=0.92, bottom=0.13)
   _save(fig, path, caption)
