@@ -9,8 +9,10 @@ Measured 2026-12-06, load average 6-9 (the CPU shared with other sessions):
 - training throughput of the trainer alone: V1 0.25 at 32 px, 2,086 images/s; from
   the smoke runs, 3.75e9 forward Mult-Adds/s per process with two running (7.5e9
   alone; a training image costs 3x its forward Mult-Adds), plus 0.14 ms per image.
-- full convolutions (block=full_conv) run ~9x fewer Mult-Adds/s than separable ones
-  on this CPU (benchmark at 32 px, batch 128: 4.9 vs 370 images/s for 8.6x the work).
+- full convolutions (block=full_conv) run ~6x fewer Mult-Adds/s than separable ones
+  on this CPU in training, ~3x fewer in evaluation: the Table 4 smoke point (V1 full
+  conv at 40 px, 225M Mult-Adds) with 640 training images took 728 s at load 5-7,
+  ~330 s of it training (2.0 images/s), ~200 s evaluating 2 x 1,000 images.
 The old model (load ~12) overestimated 5-8x. Expect +-50% with the load.
 """
 
@@ -27,7 +29,9 @@ STARTUP_S = 60.0
 COMPILE_S = {"mobilenet_v1": 70.0, "mobilenet_v2": 110.0}  # V2: V1 x 250/160, as before.
 COMPILE_CACHED_S = 10.0
 COMPILE_PER_WORKER_S = 2.0  # vmapped virtual workers compile into a larger step.
-MACS_PER_S = {"separable": 7.5e9, "full_conv": 0.85e9}  # Forward-equivalent, alone.
+MACS_PER_S = {"separable": 7.5e9, "full_conv": 1.3e9}  # Forward-equivalent, alone.
+# Evaluation (forward only): full convolutions lose less there than in training.
+EVAL_MACS_PER_S = {"separable": 7.5e9, "full_conv": 2.25e9}
 SECONDS_PER_IMAGE = 0.14e-3  # Per training image, on top of the arithmetic.
 EVAL_PASSES = 2  # Raw and EMA weights.
 MEASURED_LOAD = "6-9"
@@ -62,9 +66,10 @@ def estimate(config, train_images: int, eval_images: int) -> Estimate:
   compile_s = COMPILE_S.get(config.model.name, 70.0) + COMPILE_PER_WORKER_S * workers
   if config.grad_accum_steps > 1:
     compile_s *= 1.3  # The scan over micro-batches adds a loop to compile.
-  rate = MACS_PER_S[config.model.get("block", "separable")]
-  train_s = train_images * (3 * macs / rate + SECONDS_PER_IMAGE)
-  eval_s = EVAL_PASSES * eval_images * (macs / rate + SECONDS_PER_IMAGE / 3)
+  block = config.model.get("block", "separable")
+  train_s = train_images * (3 * macs / MACS_PER_S[block] + SECONDS_PER_IMAGE)
+  eval_s = EVAL_PASSES * eval_images * (macs / EVAL_MACS_PER_S[block]
+                                        + SECONDS_PER_IMAGE / 3)
   return Estimate(STARTUP_S, compile_s, train_s + eval_s)
 
 

@@ -28,8 +28,8 @@ ranked after equal training, not after convergence), sized by the cost model of
 experiments/estimate.py so that three seeds (--seeds=3 --parallel=2) of Tables 5, 6
 and 7 take about an hour on this project's 2-core CPU at load 6-9; the launcher prints
 the estimate. Estimated there, 3 seeds: table5 (3 epochs) ~57 min, table6 (1.5) ~59
-min, table7 (0.5) ~94 min, grid (0.5) ~3.5 h, v2grid (0.5) ~10 h, table4 (1) ~20 h:
-full convolutions run ~9x fewer Mult-Adds per second than separable ones on this CPU,
+min, table7 (0.5) ~94 min, grid (0.5) ~3.5 h, v2grid (0.5) ~10 h, table4 (1) ~13 h:
+full convolutions train ~6x fewer Mult-Adds per second than separable ones on this CPU,
 so Table 4 is for a GPU. `-- --config.num_epochs=N` changes the budget; a run that
 ranks points at convergence needs ~10-30 epochs.
 """

@@ -183,6 +183,11 @@ def test_smoke_estimate_matches_the_measured_table6_sweep():
   # Measured here at --parallel=2, load 7-9: 360 s cold, 220 s with a filled cache.
   assert estimate.wall_seconds(estimates, 2) == pytest.approx(360, rel=0.25)
   assert estimate.wall_seconds(estimates, 2, cached=True) == pytest.approx(220, rel=0.25)
+  # The Table 4 full-convolution point, 640 training images: 728 s measured.
+  (full_conv,) = launch.make_jobs("table4", "/unused", local_smoke=True, smoke_images=640,
+                                  only=("v1_w1_r224_full_conv",))
+  alone = smoke.estimate(ml_collections.ConfigDict(full_conv.full_config))
+  assert estimate.wall_seconds([alone], 1) == pytest.approx(728, rel=0.25)
 
 
 def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
