@@ -1,19 +1,20 @@
 """How long a sweep's local runs take here: start-up + compilation + training +
 evaluation, per point, from a cost model measured on this project's 2-core CPU.
 
-Measured 2026-12-06, load average 6-9 (the CPU shared with other sessions):
+All of it is CPU-bound, and the CPU is shared: the model's seconds are those at a load
+average of 6 (counting our own runs), scaled by `load_factor` to the load now plus
+the ~2 cores our runs take. Fitted (2026-12-06) to seven measurements here, each
+within 1.45x of its estimate at its own load:
 - the Table 6 smoke sweep at --parallel=2 (V1 widths 1-0.25 at 40 px, 3,840 training
-  and 2 x 1,000 evaluation images a point): 360 s with an empty compilation cache,
-  220 s with a filled one, for 4 points. Start-up to the first step ~60 s a point
-  (imports, dataset, init), compiling ~70 s (~10 s from the cache).
-- training throughput of the trainer alone: V1 0.25 at 32 px, 2,086 images/s; from
-  the smoke runs, 3.75e9 forward Mult-Adds/s per process with two running (7.5e9
-  alone; a training image costs 3x its forward Mult-Adds), plus 0.14 ms per image.
-- full convolutions (block=full_conv) run ~6x fewer Mult-Adds/s than separable ones
-  on this CPU in training, ~3x fewer in evaluation: the Table 4 smoke point (V1 full
-  conv at 40 px, 225M Mult-Adds) with 640 training images took 728 s at load 5-7,
-  ~330 s of it training (2.0 images/s), ~200 s evaluating 2 x 1,000 images.
-The old model (load ~12) overestimated 5-8x. Expect +-50% with the load.
+  and 2 x 1,000 evaluation images a point): 360 s with an empty compilation cache
+  (load ~8), 220 s with a filled one (load ~9);
+- the Table 4 full-convolution smoke point (225M Mult-Adds at 40 px), 640 training
+  images: 728 s alone (load ~5.5); full convolutions train ~25x slower per Mult-Add
+  than separable ones on this CPU (2.0 images/s);
+- the Table 5 proxy, 2 seeds of 0.5 epochs at 32 px, --parallel=2: 230 s (load 5-9);
+- the trainer alone on Fashion-MNIST, batch 128: V1 1.0 at 32 px 455 images/s, at
+  56 px 213, V1 0.25 at 32 px 2,086.
+The old model (load ~12, no per-step cost) overestimated 5-8x. Expect +-50%.
 """
 
 from __future__ import annotations
@@ -25,16 +26,28 @@ import os
 
 from mobilenet_jax import costs
 
-STARTUP_S = 60.0
-COMPILE_S = {"mobilenet_v1": 70.0, "mobilenet_v2": 110.0}  # V2: V1 x 250/160, as before.
+CALIBRATION_LOAD = 6.0  # Load average (ours included) the constants below hold at.
+OWN_LOAD = 2.0  # What our runs add to the load average: the 2 cores.
+CORES = 2  # Of the machine measured.
+STARTUP_S = 30.0  # Imports, dataset, init.
+COMPILE_S = {"mobilenet_v1": 55.0, "mobilenet_v2": 86.0}  # V2: V1 x 250/160, as before.
 COMPILE_CACHED_S = 10.0
 COMPILE_PER_WORKER_S = 2.0  # vmapped virtual workers compile into a larger step.
-MACS_PER_S = {"separable": 7.5e9, "full_conv": 1.3e9}  # Forward-equivalent, alone.
-# Evaluation (forward only): full convolutions lose less there than in training.
-EVAL_MACS_PER_S = {"separable": 7.5e9, "full_conv": 2.25e9}
-SECONDS_PER_IMAGE = 0.14e-3  # Per training image, on top of the arithmetic.
+# Training seconds per image per million forward Mult-Adds; full convolutions 25x.
+TRAIN_S_PER_MMAC = {"separable": 0.08e-3, "full_conv": 2.0e-3}
+EVAL_FRACTION = {"separable": 1 / 3, "full_conv": 1 / 5}  # Of a training image's.
+SECONDS_PER_IMAGE = 0.1e-3  # Per training image, on top of the arithmetic.
+SECONDS_PER_STEP = 0.04
+SECONDS_PER_CACHED_IMAGE = 0.2e-3  # Decoding the train split into the cache.
 EVAL_PASSES = 2  # Raw and EMA weights.
-MEASURED_LOAD = "6-9"
+
+
+def load_factor(load_now: float | None = None) -> float:
+  """How much slower than at CALIBRATION_LOAD runs go with `load_now` (other work's
+  load average, default: now) plus ours."""
+  if load_now is None:
+    load_now = os.getloadavg()[0]
+  return max(CORES, load_now + OWN_LOAD) / CALIBRATION_LOAD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +56,7 @@ class Estimate:
   startup_s: float
   compile_s: float
   run_s: float
+  compile_cached_s: float = 0.0  # Compiling with the programs in the cache.
 
   @property
   def total_s(self) -> float:
@@ -57,20 +71,27 @@ def _mult_adds(model_items: tuple, resolution: int) -> int:
   return costs.count_costs(model, resolution).mult_adds
 
 
-def estimate(config, train_images: int, eval_images: int) -> Estimate:
-  """The estimate for training `config` on `train_images` and evaluating it on
-  `eval_images` (each pass), alone on this CPU."""
-  macs = _mult_adds(tuple(sorted(config.model.to_dict().items())),
-                    config.data.image_size)
+def estimate(config, train_images: int, eval_images: int, cached_images: int = 0,
+             load_now: float | None = None) -> Estimate:
+  """The estimate for training `config` on `train_images`, evaluating it on
+  `eval_images` (each pass) and decoding `cached_images` into the data cache, here
+  at `load_now` (default: the load average now)."""
+  factor = load_factor(load_now)
+  macs_m = _mult_adds(tuple(sorted(config.model.to_dict().items())),
+                      config.data.image_size) / 1e6
   workers = config.num_workers if config.staleness else 1
-  compile_s = COMPILE_S.get(config.model.name, 70.0) + COMPILE_PER_WORKER_S * workers
+  compile_s = COMPILE_S.get(config.model.name, 55.0) + COMPILE_PER_WORKER_S * workers
   if config.grad_accum_steps > 1:
     compile_s *= 1.3  # The scan over micro-batches adds a loop to compile.
   block = config.model.get("block", "separable")
-  train_s = train_images * (3 * macs / MACS_PER_S[block] + SECONDS_PER_IMAGE)
-  eval_s = EVAL_PASSES * eval_images * (macs / EVAL_MACS_PER_S[block]
+  per_image = macs_m * TRAIN_S_PER_MMAC[block]
+  train_s = (train_images / config.global_batch_size * SECONDS_PER_STEP
+             + train_images * (per_image + SECONDS_PER_IMAGE))
+  eval_s = EVAL_PASSES * eval_images * (per_image * EVAL_FRACTION[block]
                                         + SECONDS_PER_IMAGE / 3)
-  return Estimate(STARTUP_S, compile_s, train_s + eval_s)
+  run_s = train_s + eval_s + cached_images * SECONDS_PER_CACHED_IMAGE
+  return Estimate(STARTUP_S * factor, compile_s * factor, run_s * factor,
+                  COMPILE_CACHED_S * factor)
 
 
 def wall_seconds(estimates: list[Estimate], parallel: int, cached: bool = False
@@ -78,7 +99,7 @@ def wall_seconds(estimates: list[Estimate], parallel: int, cached: bool = False
   """Wall time of the points at `parallel`: the 2 cores share the arithmetic, while
   start-up and compilation of two points overlap (more at once does not help)."""
   at_once = max(1, min(parallel, 2, len(estimates)))
-  overhead = sum(e.startup_s + (COMPILE_CACHED_S if cached else e.compile_s)
+  overhead = sum(e.startup_s + (e.compile_cached_s if cached else e.compile_s)
                  for e in estimates)
   return overhead / at_once + sum(e.run_s for e in estimates)
 
@@ -93,9 +114,9 @@ def format_estimate(label: str, estimates: list[Estimate], parallel: int = 1) ->
   return (f"{label} estimate: {len(estimates)} points, ~{minutes(wall)} wall time at "
           f"--parallel={parallel} (~{minutes(cached)} with compiled programs cached; "
           f"summed over points: training and evaluation {minutes(run_s)}, compilation "
-          f"{minutes(compile_s)}, process start-up {minutes(startup_s)}), from a cost "
-          f"model measured on a 2-core CPU at load average {MEASURED_LOAD}; load now "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (experiments/estimate.py).")
+          f"{minutes(compile_s)}, process start-up {minutes(startup_s)}), at the load "
+          f"average now, {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, plus ours; "
+          "+-50% (experiments/estimate.py).")
 
 
 def minutes(seconds: float) -> str:

@@ -26,12 +26,12 @@ MobileNet-224: 32 px in Table 6, 56 px in Table 7); each sweep compares within i
 Epochs (`EPOCHS`): one budget per sweep, the same for all its points (the points are
 ranked after equal training, not after convergence), sized by the cost model of
 experiments/estimate.py so that three seeds (--seeds=3 --parallel=2) of Tables 5, 6
-and 7 take about an hour on this project's 2-core CPU at load 6-9; the launcher prints
-the estimate. Estimated there, 3 seeds: table5 (3 epochs) ~57 min, table6 (1.5) ~59
-min, table7 (0.5) ~94 min, grid (0.5) ~3.5 h, v2grid (0.5) ~10 h, table4 (1) ~13 h:
-full convolutions train ~6x fewer Mult-Adds per second than separable ones on this CPU,
-so Table 4 is for a GPU. `-- --config.num_epochs=N` changes the budget; a run that
-ranks points at convergence needs ~10-30 epochs.
+and 7 take about an hour on this project's 2-core CPU at load average 6 (ours
+included); the launcher prints the estimate at the load of the moment. Estimated so,
+3 seeds: table5 (8 epochs) ~51 min, table6 (4) ~53 min, table7 (1.5) ~61 min, grid
+(1) ~2 h, v2grid (0.5) ~3.7 h, table4 (1) ~11 h: full convolutions train ~25x slower
+per Mult-Add than separable ones on this CPU, so Table 4 is for a GPU; an idle
+machine takes about a third. `-- --config.num_epochs=N` changes the budget.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Proxy:
 PROXIES = {"fashion_mnist": Proxy("fashion_mnist", 10, 60_000, 10_000, 10.0)}
 
 # Epochs per sweep (see the module doc); others get DEFAULT_EPOCHS.
-EPOCHS = {"table4": 1.0, "table5": 3.0, "table6": 1.5, "table7": 0.5, "grid": 0.5,
+EPOCHS = {"table4": 1.0, "table5": 8.0, "table6": 4.0, "table7": 1.5, "grid": 1.0,
           "v2grid": 0.5}
 DEFAULT_EPOCHS = 1.0
 
@@ -119,7 +119,8 @@ def format_estimate(jobs, proxy_name: str, parallel: int) -> str:
     images = (config.num_train_steps * config.global_batch_size
               if config.num_train_steps > 0
               else int(config.num_epochs * proxy.train_examples))
-    estimates.append(estimate.estimate(config, images, proxy.eval_examples))
+    estimates.append(estimate.estimate(config, images, proxy.eval_examples,
+                                       proxy.train_examples))
   return estimate.format_estimate(f"Proxy ({proxy_name})", estimates, parallel)
 
 

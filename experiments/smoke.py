@@ -77,10 +77,11 @@ def smoke_resolution(resolution: int) -> int:
       (resolution - SMALLEST_PAPER_RESOLUTION) / 16)))
 
 
-def estimate(config) -> estimate_lib.Estimate:
-  """A time estimate for training and evaluating `config` (a smoke config) here."""
+def estimate(config, load_now: float | None = None) -> estimate_lib.Estimate:
+  """A time estimate for training and evaluating `config` (a smoke config) here, at
+  `load_now` (default: the load average now)."""
   return estimate_lib.estimate(config, config.global_batch_size * config.num_train_steps,
-                               SMOKE_EVAL_EXAMPLES)
+                               SMOKE_EVAL_EXAMPLES, SMOKE_TRAIN_EXAMPLES, load_now)
 
 
 def format_estimate(estimates: list[estimate_lib.Estimate], parallel: int = 1) -> str:
