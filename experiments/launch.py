@@ -55,7 +55,8 @@ from absl import app, flags
 import ml_collections
 
 from experiments import manifest, proxy, smoke, sweeps, tpu
-from mobilenet_jax import run_dir
+from mobilenet_jax import errors, run_dir
+from mobilenet_jax.errors import ConfigError
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -96,7 +97,7 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
     known = {p.name for p in points}
     unknown = [n for n in only if n not in known]
     if unknown:
-      raise ValueError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
+      raise ConfigError(f"No point {', '.join(unknown)} in sweep {sweep}; its points: "
                        f"{', '.join(sorted(known))}.")
     points = [p for p in points if p.name in only]
   root = root.rstrip("/") if is_remote(root) else os.path.abspath(root)
@@ -381,4 +382,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  errors.run(main)  # A bad sweep, point, seed count or proxy: one error line.

@@ -40,6 +40,7 @@ import dataclasses
 
 from experiments import estimate, sweeps
 from mobilenet_jax import run_dir
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.models.validation import MIN_RESOLUTION
 
 CONFIG_FILE = "small_images.py"
@@ -64,9 +65,9 @@ DEFAULT_EPOCHS = 1.0
 
 
 def get_proxy(name: str) -> Proxy:
-  """The proxy `name`; ValueError listing the known ones."""
+  """The proxy `name`; ConfigError listing the known ones."""
   if name not in PROXIES:
-    raise ValueError(f"Unknown proxy {name!r}; known proxies: {', '.join(PROXIES)}.")
+    raise ConfigError(f"Unknown proxy {name!r}; known proxies: {', '.join(PROXIES)}.")
   return PROXIES[name]
 
 
@@ -80,12 +81,12 @@ def proxy_points(sweep: sweeps.Sweep, proxy_name: str,
   """The points of `sweep` as proxy points (each with `full_size` = the paper point).
 
   Raises:
-    ValueError: for a recipe sweep (its settings belong to the ImageNet recipe), or
+    ConfigError: for a recipe sweep (its settings belong to the ImageNet recipe), or
       an unknown proxy.
   """
   proxy = get_proxy(proxy_name)
   if sweep.kind != "architecture":
-    raise ValueError(f"--proxy maps architecture sweeps (table4, table5, table6, "
+    raise ConfigError(f"--proxy maps architecture sweeps (table4, table5, table6, "
                      f"table7, grid, v2grid, ...); {sweep.name} is a {sweep.kind} sweep "
                      "of the ImageNet recipe.")
   archs = {p.name: run_dir.architecture(p.build()) for p in sweep.points}

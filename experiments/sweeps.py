@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from experiments import paper, references
 from mobilenet_jax import run_dir
+from mobilenet_jax.errors import ConfigError
 
 Override = tuple[str, Any]
 
@@ -240,6 +241,9 @@ def _batch() -> list[tuple[str, tuple]]:
           for b in BATCH_SIZES]
 
 
+SEED_SUFFIX = "_seed"
+
+
 def with_seeds(points: Iterable[Point], seeds: int) -> tuple[Point, ...]:
   """Every point trained with seeds 0 .. seeds-1, seed by seed (one of each point
   first, so a sweep stopped half-way has every point once).
@@ -249,18 +253,15 @@ def with_seeds(points: Iterable[Point], seeds: int) -> tuple[Point, ...]:
   """
   points = tuple(points)
   if seeds < 1:
-    raise ValueError(f"--seeds={seeds}: need at least 1 seed per point.")
+    raise ConfigError(f"--seeds={seeds}: need at least 1 seed per point.")
   seeded = [p.name for p in points if "seed" in dict(p.overrides)]
   if seeds > 1 and seeded:
-    raise ValueError(f"Point {seeded[0]} already sets its seed; --seeds would train "
+    raise ConfigError(f"Point {seeded[0]} already sets its seed; --seeds would train "
                      "it more than once with the same one.")
   return points + tuple(
-      dataclasses.replace(p, name=f"{p.name}_seed{s}", overrides=(*p.overrides,
-                                                                   ("seed", s)))
+      dataclasses.replace(p, name=f"{p.name}{SEED_SUFFIX}{s}",
+                          overrides=(*p.overrides, ("seed", s)))
       for s in range(1, seeds) for p in points)
-
-
-SEED_SUFFIX = "_seed"
 
 
 def seed_of(name: str) -> tuple[str, int]:
