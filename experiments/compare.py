@@ -1,142 +1,89 @@
-r"""Compares a sweep's finished runs with the papers, the released checkpoints, and
-each other.
+r"""Compares a sweep's runs with the papers, the released checkpoints, and each other.
 
   python -m experiments.compare --root=runs/table6
   python -m experiments.compare --root=gs://BUCKET/runs/async --out=/tmp/async_report
 
-Reads every ROOT/*/ run directory through mobilenet_jax.rundir (results.json,
-metrics.jsonl) and ROOT/manifest.json if the launcher wrote one (it says which point
-a smoke run stands for). Writes to OUT (default ROOT):
+Reads ROOT through experiments/results.py (every ROOT/*/ run directory and
+ROOT/manifest.json if the launcher wrote one: it says which paper point a smoke or
+proxy run stands for). Seeds of a point ("<point>", "<point>_seed1", ...) are
+aggregated: n, mean, standard deviation and t-based 95% confidence interval of top-1
+(experiments/aggregate.py). Writes to OUT (default ROOT):
 
   comparison.md               architecture sweeps: one row per paper MobileNet (paper
-                              and released TF-slim checkpoint top-1 beside ours,
-                              Mult-Adds, params; "not run" where no run matches) and
-                              one per other run; recipe sweeps: final top-1 and eval
-                              loss against the swept settings. Also printed.
-  accuracy_vs_mult_adds.png   top-1 vs Mult-Adds, log scale (V1 paper, Figure 4), with
-  accuracy_vs_params.png      the paper's and the released grid as lines per width
-                              (Figure 5: vs parameters); architecture sweeps
-  top1_vs_staleness.png       recipe sweeps that vary staleness: a line per number of
-                              workers and staleness scaling
+                              and released TF-slim top-1 beside ours, Mult-Adds,
+                              params; "not run" or the unfinished state where no run
+                              finished) and one per other point; recipe sweeps: top-1
+                              and eval loss against the swept settings. Then the runs
+                              that did not finish, and the paper claims the points
+                              test, with the statistic and a verdict
+                              (experiments/claims.py). Also printed.
+  accuracy_vs_mult_adds.png   top-1 vs Mult-Adds (V1 paper, Figure 4) and vs params
+  accuracy_vs_params.png      (Figure 5) with the paper's and the released grid
+  top1_vs_staleness.png       recipe sweeps that vary staleness
   top1_vs_batch_size.png      recipe sweeps that vary the global batch
-  training_curves.png         train loss and top-1 against step, every run overlaid
+  training_curves.png         train loss and top-1 against images seen, per point
 
+Points carry 95% confidence intervals as error bars; plots of runs on another
+dataset than ImageNet show them in their own panel with the chance level drawn.
 Our top-1 is that of the EMA weights where the run kept them, else of the raw ones.
-Runs on another dataset than the paper's ImageNet (smoke runs on shapes10) are
-flagged: their accuracies are not comparable to the papers'.
+A root that does not exist or holds no runs is one `error:` line, and nothing is
+written.
 
 Installed with pip, the same program is `mobilenet-compare`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 from absl import app, flags
 from etils import epath
 
 from mobilenet_jax import cli
 from mobilenet_jax.rundir import identity as run_identity
-from mobilenet_jax.rundir import layout, metrics_file
-from mobilenet_jax.rundir import results as run_results
 
-from . import manifest as manifest_lib, paper, plots, references, sweeps
+from . import aggregate, claims as claims_lib, figures, paper, references
+from . import results as results_lib, sweeps
+from .aggregate import PointResult
 
-PAPER_DATASET = "imagenet2012"
+PAPER_DATASET = results_lib.PAPER_DATASET
 MARKDOWN_FILE = "comparison.md"
-MULT_ADDS_PLOT = "accuracy_vs_mult_adds.png"
-PARAMS_PLOT = "accuracy_vs_params.png"
-STALENESS_PLOT = "top1_vs_staleness.png"
-BATCH_PLOT = "top1_vs_batch_size.png"
-CURVES_PLOT = "training_curves.png"
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-  """One finished run, as the comparison sees it."""
-  name: str  # The workdir's name: the sweep's point name.
-  workdir: str
-  results: run_results.Results
-  point_config: dict  # The config of the point it stands for (a smoke run: unshrunk).
-  stands_in: bool  # Trained a scaled-down version of `point_config` (smoke mode).
-
-  @property
-  def arch(self) -> tuple:
-    return run_identity.architecture(self.point_config)
-
-  @property
-  def top1(self) -> float:
-    """Percent, as the papers print it."""
-    return 100.0 * self.results.top1[0]
-
-  @property
-  def dataset(self) -> str:
-    return self.results.config["data"]["name"]
-
-  @property
-  def comparable(self) -> bool:
-    return self.dataset == PAPER_DATASET
-
-
-def load_results(root: str) -> tuple[list[RunResult], list[str], dict | None]:
-  """The finished runs under `root`, warnings about directories left out, manifest."""
-  manifest = manifest_lib.read(root)
-  planned = {p["name"]: p for p in (manifest or {}).get("points", [])}
-  known = {p.name: p for p in sweeps.get_sweep("all").points}
-  runs, warnings = [], []
-  for path in sorted(epath.Path(root).glob(f"*/{layout.RESULTS_FILE}")):
-    workdir = path.parent
-    try:
-      results = run_results.read_results(workdir)
-    except run_results.ResultsError as e:  # A partial or foreign file.
-      warnings.append(f"{path}: left out ({e})")
-      continue
-    point = results.config
-    if manifest and manifest.get("smoke") and "point_config" in planned.get(
-        workdir.name, {}):
-      point = planned[workdir.name]["point_config"]  # The full-size point it stands for.
-    elif (workdir.name in known and run_identity.architecture(results.config)
-          != run_identity.architecture(known[workdir.name].build())):
-      point = run_identity.config_dict(known[workdir.name].build())  # Matched by name.
-    stands_in = run_identity.architecture(point) != run_identity.architecture(results.config)
-    runs.append(RunResult(workdir.name, str(workdir), results, point, stands_in))
-  return runs, warnings, manifest
+MULT_ADDS_PLOT = figures.MULT_ADDS_PLOT
+PARAMS_PLOT = figures.PARAMS_PLOT
+STALENESS_PLOT = figures.STALENESS_PLOT
+BATCH_PLOT = figures.BATCH_PLOT
+CURVES_PLOT = figures.CURVES_PLOT
+# Settings that vary between the runs of one point, not between points.
+_PER_RUN_KEYS = ("seed",)
 
 
 # ------------------------------------------------------------------ architecture table
-
-def _paper_rows() -> list[tuple[paper.PaperResult, tuple]]:
-  """The papers' MobileNet rows, each with the architecture of its config."""
-  return [(row, run_identity.architecture(paper.load_config(row.config)))
-          for row in paper.load_paper_results() if row.is_mobilenet]
-
 
 def _table_label(row: paper.PaperResult) -> str:
   return f"V1 Table {row.table}" if row.paper == "v1" else f"{row.paper.upper()} {row.table}"
 
 
-COLUMNS = ("paper table", "model", "paper top-1", "released top-1", "ours top-1",
-           "delta", "paper Mult-Adds (M)", "ours Mult-Adds (M)", "paper params (M)",
-           "ours params (M)", "steps", "dataset", "run")
+COLUMNS = ("paper table", "model", "paper top-1", "released top-1", "ours top-1", "n",
+           "std", "95% CI", "delta", "paper Mult-Adds (M)", "ours Mult-Adds (M)",
+           "paper params (M)", "ours params (M)", "steps", "dataset", "run")
 
 
-def build_table(runs: list[RunResult], sweep_archs: set | None = None,
+def build_table(points: list[PointResult], sweep_archs: dict | None = None,
                 paper_table: tuple[str, str] | None = None
                 ) -> tuple[list[dict[str, str]], list[str]]:
   """The architecture comparison rows (column -> cell) and the notes under them.
 
-  Paper rows without a run are listed as "not run" (only those of `sweep_archs`, the
-  sweep's architectures, when given). With `paper_table` (("v1", "6")) only that
-  table's rows are listed.
+  Paper rows without a finished point are listed as "not run", or with the state of
+  the sweep's unfinished point (`sweep_archs`: {architecture: state}, the sweep's
+  planned architectures; only those are listed when given). With `paper_table`
+  (("v1", "6")) only that table's rows are listed.
   """
-  by_arch: dict[tuple, list[RunResult]] = {}
-  for run in runs:
-    by_arch.setdefault(run.arch, []).append(run)
+  by_arch: dict[tuple, list[PointResult]] = {}
+  for point in points:
+    by_arch.setdefault(point.arch, []).append(point)
   table, marks, seen = [], set(), set()
-  for row, arch in _paper_rows():
-    if paper_table and (row.paper, row.table) != paper_table:
+  for row in paper.load_paper_results():
+    if not row.is_mobilenet or (paper_table and (row.paper, row.table) != paper_table):
       continue
+    arch = run_identity.architecture(paper.load_config(row.config))
     released = references.lookup_arch(arch)
     base = {"paper table": _table_label(row), "model": row.model,
             "paper top-1": f"{row.top1:.1f}",
@@ -146,10 +93,11 @@ def build_table(runs: list[RunResult], sweep_archs: set | None = None,
     seen.add(arch)
     if arch not in by_arch:
       if sweep_archs is None or arch in sweep_archs:
-        table.append({**base, **dict.fromkeys(COLUMNS[4:], ""), "ours top-1": "not run"})
+        state = (sweep_archs or {}).get(arch) or "not run"
+        table.append({**base, **dict.fromkeys(COLUMNS[4:], ""), "ours top-1": state})
       continue
-    for run in by_arch[arch]:
-      table.append({**base, **_run_cells(run, marks, row.top1)})
+    for point in by_arch[arch]:
+      table.append({**base, **_point_cells(point, marks, row.top1)})
   for arch, group in by_arch.items():
     if arch in seen:
       continue
@@ -158,41 +106,51 @@ def build_table(runs: list[RunResult], sweep_archs: set | None = None,
             "model": run_identity.architecture_name(group[0].point_config),
             "paper top-1": "-", "released top-1": f"{released.top1:.1f}" if released else "-",
             "paper Mult-Adds (M)": "-", "paper params (M)": "-"}
-    for run in group:
-      table.append({**base, **_run_cells(run, marks, released.top1 if released else None)})
-  return table, _notes(runs, marks)
+    for point in group:
+      table.append({**base, **_point_cells(point, marks,
+                                           released.top1 if released else None)})
+  return table, _notes(points, marks)
 
 
-def _run_cells(run: RunResult, marks: set[str], reference: float | None) -> dict:
-  dataset, name = run.dataset, run.name
-  if not run.comparable:
+def _point_cells(point: PointResult, marks: set[str], reference: float | None) -> dict:
+  summary = point.summary
+  dataset, name = point.dataset, point.name
+  if not point.comparable:
     dataset += " †"
     marks.add("dataset")
-  if run.stands_in:
+  if point.stands_in:
     name += " ‡"
     marks.add("arch")
-  delta = (f"{run.top1 - reference:+.1f}" if run.comparable and reference is not None
-           else "n/a")
-  return {"ours top-1": f"{run.top1:.1f} ({run.results.top1[1]})", "delta": delta,
-          "ours Mult-Adds (M)": f"{run.results.mult_adds / 1e6:.1f}",
-          "ours params (M)": f"{run.results.params / 1e6:.2f}",
-          "steps": str(run.results.steps), "dataset": dataset, "run": name}
+  digits = 1 if summary.n == 1 else 2
+  delta = (f"{summary.mean - reference:+.{digits}f}"
+           if point.comparable and reference is not None else "n/a")
+  n = str(summary.n) + (f" (+{len(point.unfinished)} unfinished)"
+                        if point.unfinished else "")
+  results = point.first.results
+  return {"ours top-1": f"{summary.mean:.{digits}f} ({point.source})", "n": n,
+          "std": "-" if summary.std is None else f"{summary.std:.2f}",
+          "95% CI": "-" if summary.ci95 is None else f"±{summary.ci95:.2f}",
+          "delta": delta, "ours Mult-Adds (M)": f"{results.mult_adds / 1e6:.1f}",
+          "ours params (M)": f"{results.params / 1e6:.2f}", "steps": str(results.steps),
+          "dataset": dataset, "run": name}
 
 
-def _notes(runs, marks) -> list[str]:
-  notes = ["Top-1 in percent on the evaluation split; ours is that of the EMA weights "
-           "where the run kept them, else of the raw ones (in brackets). Delta = ours "
-           "- paper (or - released, for architectures the paper does not print), in "
-           "points. Released = TF-slim's published checkpoints (re-trained, 1001 "
-           "classes)."]
+def _notes(points, marks) -> list[str]:
+  notes = ["Top-1 in percent on the evaluation split, the mean over the point's seeds "
+           "(n; std: their standard deviation; 95% CI: the t-based confidence interval "
+           "of the mean); ours is that of the EMA weights where the run kept them, else "
+           "of the raw ones (in brackets). Delta = ours - paper (or - released, for "
+           "architectures the paper does not print), in points. Released = TF-slim's "
+           "published checkpoints (re-trained, 1001 classes)."]
   if "dataset" in marks:
     notes.append(f"† Not trained on the paper's dataset ({PAPER_DATASET}): its accuracy "
                  "is not comparable to the paper's, so no delta is given.")
   if "arch" in marks:
-    notes.append("‡ A smoke run (--local_smoke): it trained this architecture scaled "
-                 "down (resolution x 32/224); its Mult-Adds and params are its own.")
-  if not runs:
-    notes.append("No finished runs (no */results.json) under the root.")
+    notes.append("‡ Stands in for the paper's point: a smoke run (--local_smoke, scaled "
+                 "down) or a proxy run (--proxy, its resolution mapped onto the proxy "
+                 "dataset); its Mult-Adds and params are its own.")
+  if not points:
+    notes.append("No finished runs (no */results.json that parses) under the root.")
   return notes
 
 
@@ -206,185 +164,136 @@ def to_markdown(table: list[dict[str, str]], notes: list[str],
 
 # ------------------------------------------------------------------ recipe table
 
-def swept_keys(runs: list[RunResult]) -> list[str]:
-  """The settings that vary between the points of the runs (smoke scaling aside)."""
-  return run_identity.differing_keys([r.point_config for r in runs])
+def swept_keys(points: list[PointResult]) -> list[str]:
+  """The settings that vary between the points (smoke scaling and seeds aside)."""
+  return [k for k in run_identity.differing_keys([p.point_config for p in points])
+          if k not in _PER_RUN_KEYS]
 
 
-def recipe_table(runs: list[RunResult]) -> tuple[list[dict[str, str]], tuple, list[str]]:
+def recipe_table(points: list[PointResult]
+                 ) -> tuple[list[dict[str, str]], tuple, list[str]]:
   """Rows of final top-1 and loss against the swept keys; (rows, columns, notes)."""
-  keys = swept_keys(runs)
-  columns = ("run", *keys, "steps", "final top-1", "eval loss", "train loss",
-             "wall time (s)", "dataset")
-  def order(run):  # By the swept values: numbers as numbers, then text.
-    flat = run_identity.flatten(run.point_config)
+  keys = swept_keys(points)
+  columns = ("run", *keys, "steps", "final top-1", "n", "95% CI", "eval loss",
+             "train loss", "wall time (s)", "dataset")
+
+  def order(point):  # By the swept values: numbers as numbers, then text.
+    flat = run_identity.flatten(point.point_config)
     return [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
             for v in (flat.get(k) for k in keys)]
 
   table = []
-  for run in sorted(runs, key=order):
-    flat = run_identity.flatten(run.point_config)
-    train = metrics_file.read_rows(run.workdir, "train")
+  for point in sorted(points, key=order):
+    flat = run_identity.flatten(point.point_config)
+    summary = point.summary
+    train = [results_lib.read_train_metrics(r) for r in point.runs]
+    losses = [rows[-1]["loss"] for rows in train if rows and "loss" in rows[-1]]
+    digits = 1 if summary.n == 1 else 2
     table.append({
-        "run": run.name, **{k: _cell(flat.get(k)) for k in keys},
-        "steps": str(run.results.steps),
-        "final top-1": f"{run.top1:.1f} ({run.results.top1[1]})",
-        "eval loss": f"{run.results.loss:.3f}",
-        "train loss": f"{train[-1]['loss']:.3f}" if train else "-",
-        "wall time (s)": f"{run.results.wall_time_s:.0f}", "dataset": run.dataset})
+        "run": point.name, **{k: _cell(flat.get(k)) for k in keys},
+        "steps": str(point.first.results.steps),
+        "final top-1": f"{summary.mean:.{digits}f} ({point.source})",
+        "n": str(summary.n), "95% CI": "-" if summary.ci95 is None
+        else f"±{summary.ci95:.2f}",
+        "eval loss": f"{sum(r.results.loss for r in point.runs) / summary.n:.3f}",
+        "train loss": f"{sum(losses) / len(losses):.3f}" if losses else "-",
+        "wall time (s)": f"{point.first.results.wall_time_s:.0f}",
+        "dataset": point.dataset})
   notes = ["Swept settings as the full-size points set them. Top-1 in percent on the "
-           "evaluation split (EMA weights where kept); losses are the last eval "
-           "(plain cross-entropy) and the last logged training interval."]
-  if any(r.stands_in or not r.comparable for r in runs):
-    notes.append("Smoke runs: each point scaled down (shapes10, resolution x 32/224, "
-                 "batch / 16, a few hundred steps; experiments/smoke.py). They show the "
+           "evaluation split (EMA weights where kept), the mean over the point's seeds "
+           "(n) with the t-based 95% confidence interval; losses are the seeds' mean "
+           "last eval (plain cross-entropy) and last logged training interval."]
+  if any(p.stands_in or not p.comparable for p in points):
+    notes.append("Smoke runs: each point scaled down (shapes10, resolution 32-40 px, "
+                 "batch / 16, a few dozen steps; experiments/smoke.py). They show the "
                  "plumbing and the sweep's shape, not ImageNet accuracies.")
-  if not runs:
-    notes.append("No finished runs (no */results.json) under the root.")
+  if not points:
+    notes.append("No finished runs (no */results.json that parses) under the root.")
   return table, columns, notes
 
 
-def _cell(value: Any) -> str:
+def _cell(value) -> str:
   if isinstance(value, float):
     return f"{value:g}"
   return "-" if value is None else str(value)
 
 
-# ------------------------------------------------------------------ figures
+# ------------------------------------------------------------------ other sections
 
-def _cost_point(run: RunResult) -> tuple[float, float]:
-  """(Mult-Adds M, params M) of the point a run stands for (its own, if it is one)."""
-  if not run.stands_in:
-    return run.results.mult_adds / 1e6, run.results.params / 1e6
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from mobilenet_jax import costs  # pylint: disable=g-import-not-at-top
-  counted = costs.costs_for_config(ml_collections.ConfigDict(run.point_config))
-  return counted.mult_adds / 1e6, counted.params / 1e6
-
-
-def _reference_lines(families: set[str]) -> tuple[dict, dict]:
-  """({label: [(mult_adds_m, params_m, top1)]}) for the paper and released grids."""
-  paper_lines: dict[str, list] = {}
-  seen = set()
-  for row, arch in _paper_rows():
-    if arch in seen or arch[0].replace("mobilenet_", "") not in families:
-      continue
-    seen.add(arch)
-    name, width, depth, block, _ = arch
-    label = (f"{name.replace('mobilenet_', '').upper()} width {width:g}"
-             if (depth, block) == ("full", "separable") else row.model)
-    paper_lines.setdefault(label, []).append((row.mult_adds_m, row.params_m, row.top1))
-  released: dict[str, list] = {}
-  for ckpt in references.load_slim():
-    if ckpt.family in families:
-      released.setdefault(f"{ckpt.family.upper()} width {ckpt.width:g}", []).append(
-          (references.mult_adds_m(ckpt), ckpt.params_m_published, ckpt.top1))
-  return paper_lines, released
+def unfinished_section(root: results_lib.Root) -> str:
+  """The runs without results, each with its state; "" when every run finished."""
+  if not root.unfinished:
+    return ""
+  total = len(root.runs) + len(root.unfinished)
+  lines = [f"## Not finished: {len(root.unfinished)} of {total} runs", ""]
+  lines += [f"- {u.name}: {u.state} ({u.detail})" for u in root.unfinished]
+  return "\n".join(lines) + "\n"
 
 
-def architecture_plots(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
-  """Figures 4 and 5 with the paper's and the released grids; the files written."""
-  families = {r.arch[0].replace("mobilenet_", "") for r in runs} or {"v1"}
-  paper_lines, released = _reference_lines(families)
-  costs = {r.name: _cost_point(r) for r in runs}
-  written = []
-  for index, (x, name) in enumerate((("mult_adds_m", MULT_ADDS_PLOT),
-                                     ("params_m", PARAMS_PLOT))):
-    pick = lambda lines: {k: [(p[index], p[2]) for p in v] for k, v in lines.items()}
-    ours = [(costs[r.name][index], r.top1, r.name, r.comparable) for r in runs]
-    note = ("Smoke runs are drawn at the cost of the full-size point they stand for."
-            if any(r.stands_in for r in runs) else "")
-    plots.accuracy_vs_cost(out_dir / name, x=x, paper_lines=pick(paper_lines),
-                           released_lines=pick(released), ours=ours, note=note)
-    written.append(name)
-  return written
+def claims_section(points: list[PointResult]) -> str:
+  """The paper claims the points test, as a table; "" when they test none."""
+  checked = claims_lib.check_claims(points)
+  if not checked:
+    return ""
+  datasets = sorted({p.dataset for p in points})
+  lines = [f"## The paper's claims, tested on {', '.join(datasets)}", "",
+           "| source | claim | paper | ours (mean ± 95% CI) | statistic | verdict |",
+           "|---|---|---|---|---|---|"]
+  lines += [f"| {c.source} | {c.statement} | {c.paper} | {c.ours} | {c.statistic} | "
+            f"**{c.verdict}** |" for c in checked]
+  lines += ["", "Two-sided tests at 5%; verdicts as experiments/claims.py defines them. "
+            "A proxy ranks points after equal, short training on its own dataset: it "
+            "tests the direction of a finding, not the paper's figures."]
+  return "\n".join(lines) + "\n"
 
 
-def _lines(runs, x_key: str, keys: list[str], join_at_zero: bool = False) -> dict:
-  """{label of the other swept keys: [(x, top1)]}; x=0 runs join every line if asked."""
-  others = [k for k in keys if k != x_key]
-  lines: dict[str, list] = {}
-  zero = []
-  for run in runs:
-    flat = run_identity.flatten(run.point_config)
-    if join_at_zero and not flat.get(x_key):
-      zero.append((0, run.top1))
-      continue
-    label = ", ".join(f"{k.rsplit('.', 1)[-1]}={_cell(flat.get(k))}" for k in others)
-    lines.setdefault(label or "top-1", []).append((flat.get(x_key), run.top1))
-  for pts in lines.values():
-    pts.extend(zero)
-  return lines or ({"synchronous": zero} if zero else {})
+def sweep_kind(points: list[PointResult], manifest: dict | None) -> str:
+  """"architecture" or "recipe": the manifest's word, else "architecture" when no two
+  points share an architecture."""
+  if manifest and manifest.get("kind"):
+    return manifest["kind"]
+  return "architecture" if len({p.arch for p in points}) == len(points) else "recipe"
 
 
-def recipe_plots(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
-  """Top-1 against staleness and against batch size, where those are swept."""
-  keys = swept_keys(runs)
-  smoke_note = ("Smoke runs (shapes10, scaled down): the shape of the study, not "
-                "ImageNet accuracies." if any(not r.comparable for r in runs) else "")
-  written = []
-  if "staleness" in keys:
-    plots.lines_plot(out_dir / STALENESS_PLOT,
-                     _lines(runs, "staleness", keys, join_at_zero=True),
-                     xlabel="staleness tau (updates)", ylabel="final top-1 (%)",
-                     title="Top-1 vs staleness (asynchronous-training emulation)",
-                     caption=smoke_note)
-    written.append(STALENESS_PLOT)
-  if "global_batch_size" in keys:
-    batch_keys = [k for k in keys if k != "grad_accum_steps"]
-    labels = {(run_identity.flatten(r.point_config)["global_batch_size"], r.top1):
-              f"accum {run_identity.flatten(r.point_config).get('grad_accum_steps', 1)}"
-              for r in runs}
-    plots.lines_plot(out_dir / BATCH_PLOT, _lines(runs, "global_batch_size", batch_keys),
-                     xlabel="global batch size (full-size point)",
-                     ylabel="final top-1 (%)", log2_x=True,
-                     title="Top-1 vs batch size (linear LR scaling + warmup)",
-                     caption=smoke_note, point_labels=labels)
-    written.append(BATCH_PLOT)
-  return written
-
-
-def curves_plot(runs: list[RunResult], out_dir: epath.Path) -> list[str]:
-  """Every run's training curves overlaid, from metrics.jsonl."""
-  curves = {r.name: metrics_file.read_rows(r.workdir, "train") for r in runs}
-  curves = {k: v for k, v in curves.items() if v}
-  if not curves:
-    return []
-  plots.training_curves(out_dir / CURVES_PLOT, curves)
-  return [CURVES_PLOT]
+def _planned_archs(root: results_lib.Root) -> dict | None:
+  """{architecture: "" or the state of its unfinished runs} of the manifest's points."""
+  if not root.manifest:
+    return None
+  states = {}
+  for item in root.unfinished:
+    states.setdefault(sweeps.seed_of(item.name)[0], item.state)
+  planned = {}
+  for p in root.manifest.get("points", []):
+    if "point_config" in p:
+      arch = run_identity.architecture(p["point_config"])
+      planned[arch] = planned.get(arch) or states.get(sweeps.seed_of(p["name"])[0], "")
+  return planned or None
 
 
 # ------------------------------------------------------------------ entry points
 
-def sweep_kind(runs: list[RunResult], manifest: dict | None) -> str:
-  """"architecture" or "recipe": the manifest's word, else "architecture" when no two
-  runs share an architecture."""
-  if manifest and manifest.get("kind"):
-    return manifest["kind"]
-  return "architecture" if len({r.arch for r in runs}) == len(runs) else "recipe"
-
-
 def compare(root: str, out: str | None = None) -> str:
   """Writes comparison.md and the figures to `out` (default `root`); returns the
-  markdown."""
-  runs, warnings, manifest = load_results(root)
+  markdown. RootError (nothing written) if `root` is missing or holds no runs."""
+  loaded = results_lib.load_root(root)
+  points = aggregate.by_point(loaded.runs, loaded.unfinished)
   out_dir = epath.Path(out or root)
   out_dir.mkdir(parents=True, exist_ok=True)
-  kind = sweep_kind(runs, manifest)
-  if kind == "architecture":
-    sweep_archs = ({run_identity.architecture(p["point_config"]) for p in manifest["points"]
-                    if "point_config" in p} if manifest else None)
+  if sweep_kind(points, loaded.manifest) == "architecture":
     paper_table = None
-    if manifest and manifest.get("sweep") in sweeps.SWEEP_NAMES:
-      paper_table = sweeps.get_sweep(manifest["sweep"]).paper_table
-    table, notes = build_table(runs, sweep_archs or None, paper_table)
-    markdown = to_markdown(table, notes + warnings)
-    written = architecture_plots(runs, out_dir)
+    if loaded.manifest and loaded.manifest.get("sweep") in sweeps.SWEEP_NAMES:
+      paper_table = sweeps.get_sweep(loaded.manifest["sweep"]).paper_table
+    table, notes = build_table(points, _planned_archs(loaded), paper_table)
+    markdown = to_markdown(table, notes)
+    written = figures.architecture_plots(points, out_dir)
   else:
-    table, columns, notes = recipe_table(runs)
-    markdown = to_markdown(table, notes + warnings, columns)
-    written = recipe_plots(runs, out_dir)
-  written += curves_plot(runs, out_dir)
+    table, columns, notes = recipe_table(points)
+    markdown = to_markdown(table, notes, columns)
+    written = figures.recipe_plots(points, out_dir, swept_keys(points))
+  for section in (unfinished_section(loaded), claims_section(points)):
+    if section:
+      markdown += "\n" + section
+  written += figures.curves_plot(points, out_dir)
   (out_dir / MARKDOWN_FILE).write_text(markdown)
   _WRITTEN[str(out_dir)] = [MARKDOWN_FILE, *written]
   return markdown

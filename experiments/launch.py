@@ -67,8 +67,8 @@ from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout
 
-from . import (code_archive, local_runs, manifest, point_state, queued_resources,
-               remote_env, smoke, sweeps, tpu, tpu_launch)
+from . import (code_archive, local_runs, manifest, point_state, proxy,
+               queued_resources, remote_env, smoke, sweeps, tpu, tpu_launch)
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -129,9 +129,13 @@ def apply_config_args(config, args) -> ml_collections.ConfigDict:
 
 def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
               smoke_images: int = smoke.DEFAULT_IMAGES, extra_args: tuple[str, ...] = (),
-              only: tuple[str, ...] = ()) -> list[Job]:
-  """A job per point of `sweep` (or of the points named in `only`), under `root`."""
-  points = sweeps.get_sweep(sweep).points
+              only: tuple[str, ...] = (), seeds: int = 1,
+              proxy_name: str | None = None) -> list[Job]:
+  """A job per point of `sweep` (or of the points named in `only`), under `root`;
+  each point `seeds` times, as a `proxy_name` proxy point if given."""
+  definition = sweeps.get_sweep(sweep)
+  points = sweeps.with_seeds(proxy.proxy_points(definition, proxy_name) if proxy_name
+                             else definition.points, seeds)
   if only:
     known = {p.name for p in points}
     unknown = [n for n in only if n not in known]
@@ -143,7 +147,7 @@ def make_jobs(sweep: str, root: str, *, local_smoke: bool = False,
   jobs = []
   for point in points:
     config = point.build()
-    point_config = run_identity.config_dict(config)
+    point_config = run_identity.config_dict(point.full_size_config())
     overrides = list(point.overrides)
     if local_smoke:
       shrink = smoke.smoke_overrides(config, smoke_images)
@@ -198,6 +202,10 @@ def define_flags() -> None:
                     "Shrink every point to a CPU smoke run (experiments/smoke.py).")
   flags.DEFINE_integer("smoke_images", smoke.DEFAULT_IMAGES,
                        "Training images per point in smoke mode.")
+  flags.DEFINE_integer("seeds", 1, "Train every point with seeds 0..N-1 (workdirs "
+                       "<point>, <point>_seed1, ...).")
+  flags.DEFINE_enum("proxy", None, list(proxy.PROXIES), "Train the paper sweep's "
+                    "points on this small dataset (experiments/proxy.py).")
   flags.DEFINE_integer("parallel", 1, "Local points run at once.")
   flags.DEFINE_string("python", sys.executable,
                       "The local Python that trains (local runs only).")
@@ -281,9 +289,12 @@ def main(argv):
   """absl entry point: argv[1:] (what follows "--") goes to every point."""
   out = sys.stdout
   settings = _tpu_settings()
+  if FLAGS.proxy and FLAGS.local_smoke:
+    raise app.UsageError("--proxy and --local_smoke are two ways to shrink a sweep: "
+                         "give one.")
   jobs = make_jobs(FLAGS.sweep, FLAGS.root, local_smoke=FLAGS.local_smoke,
                    smoke_images=FLAGS.smoke_images, extra_args=tuple(argv[1:]),
-                   only=tuple(FLAGS.only))
+                   only=tuple(FLAGS.only), seeds=FLAGS.seeds, proxy_name=FLAGS.proxy)
   if not (FLAGS.dry_run and is_remote(FLAGS.root)):
     manifest.check(FLAGS.root, FLAGS.sweep, jobs)
   todo = pending(jobs, out, dry_run=FLAGS.dry_run)
@@ -293,6 +304,8 @@ def main(argv):
   elif FLAGS.local_smoke:
     estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in todo]
     print(smoke.format_estimate(estimates, FLAGS.parallel), file=out, flush=True)
+  elif FLAGS.proxy:
+    print(proxy.format_estimate(todo, FLAGS.proxy, FLAGS.parallel), file=out, flush=True)
   if FLAGS.dry_run:
     if settings:
       tpu_launch.print_plan(todo, settings, version, out)
@@ -306,7 +319,7 @@ def main(argv):
   manifest.write(FLAGS.root, manifest.build(
       FLAGS.sweep, jobs, commands, version.to_json(), smoke=FLAGS.local_smoke,
       smoke_images=FLAGS.smoke_images if FLAGS.local_smoke else None,
-      extra_args=list(argv[1:]),
+      seeds=FLAGS.seeds, proxy=FLAGS.proxy, extra_args=list(argv[1:]),
       tpu=[dataclasses.asdict(s) for s in settings.slices] if settings else [],
       create=({"accelerator": settings.accelerator, "spot": settings.spot}
               if settings and settings.create else None)))
@@ -316,8 +329,8 @@ def main(argv):
       failed = tpu_launch.run(todo, settings, version, out)
     except KeyboardInterrupt:  # A second Ctrl-C while the first one stops the points.
       cli.fail("stopped at once: points may still run and slices may remain; "
-                  "rerun the command to carry on, or list and delete slices with "
-                  "gcloud compute tpus queued-resources list/delete.")
+               "rerun the command to carry on, or list and delete slices with "
+               "gcloud compute tpus queued-resources list/delete.")
   else:
     failed = _run_here(todo, out)
   elapsed = time.time() - start

@@ -6,7 +6,9 @@ resolution *ratios* and every recipe setting stay; only these shrink, as extra
 `--config.*` overrides after the point's own:
 
   data         the built-in shapes10 (10 classes, 10,000 train / 2,000 test images)
-  resolution   x 32/224 (224 -> 32, 192 -> 27, 160 -> 23, 128 -> 18, 96 -> 14)
+  resolution   32 + (r - 96) / 16 (224 -> 40, 192 -> 38, 160 -> 36, 128 -> 34,
+               96 -> 32): every paper resolution distinct, in the paper's order, and
+               at least the 32 px the models accept, at most 1.6x the cost of 32 px
   batch        / 16 (1024 -> 64, 16384 -> 1024), accumulation steps and workers kept
   steps        a budget of `images` training images (default 3840) per point
   schedule     warmup epochs scaled with the run, so warmup keeps its share of it; the
@@ -17,37 +19,23 @@ resolution *ratios* and every recipe setting stay; only these shrink, as extra
                evaluation uses have seen the short run (V1's 0.9997 would not have)
 
 It checks the plumbing and shows the sweep's shape; the accuracies are shapes10's
-after a few hundred steps, not ImageNet's.
+after a few dozen steps, not ImageNet's (near chance: it does not rank the points;
+--proxy=fashion_mnist does, experiments/proxy.py). The time estimate's cost model is
+experiments/estimate.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-import os
-
-from mobilenet_jax import costs
+from . import estimate as estimate_lib
+from mobilenet_jax.models.validation import MIN_RESOLUTION
 
 SMOKE_DATASET = "shapes10"
 SMOKE_TRAIN_EXAMPLES = 10_000  # shapes10/default train split.
 SMOKE_EVAL_EXAMPLES = 1_000
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
-RESOLUTION_SCALE = 32 / 224
+SMALLEST_PAPER_RESOLUTION = 96  # V2's; V1's is 128.
 BATCH_DIVISOR = 16
 DEFAULT_IMAGES = 3840
-
-# Cost model for the estimate, per point, measured here (2026-12-01) on a 2-core CPU
-# shared with other work (load average ~12), two points at a time (--parallel=2): the
-# Table 6 smoke sweep, V1 at 32x32, batch 64. Process start (JAX and TensorFlow
-# imports, dataset open, init) ~95 s, compiling the train and eval steps ~160 s
-# (nearly independent of the width), then ~1.4 GMAC/s of training and evaluation
-# arithmetic. An idle machine is several times faster; the estimate says so.
-STARTUP_S = 95.0
-COMPILE_S = {"mobilenet_v1": 160.0, "mobilenet_v2": 250.0}
-COMPILE_PER_WORKER_S = 2.0  # vmapped virtual workers compile into a larger step.
-MACS_PER_S = 1.4e9
-MEASURED_LOAD = 12.0
 
 
 def smoke_overrides(config, images: int = DEFAULT_IMAGES) -> list[tuple[str, object]]:
@@ -82,57 +70,20 @@ def _round(x: float) -> float:
 
 
 def smoke_resolution(resolution: int) -> int:
-  """The scaled-down input size: distinct for every resolution the sweeps use."""
-  return max(8, int(round(resolution * RESOLUTION_SCALE)))
+  """The scaled-down input size: distinct for every resolution the sweeps use (all
+  multiples of 16 from 96 to 224), never below the models' minimum. A scale factor
+  cannot do both: one that keeps 96 at 32 px puts 224 at 75 px (5.5x the work)."""
+  return max(MIN_RESOLUTION, MIN_RESOLUTION + int(round(
+      (resolution - SMALLEST_PAPER_RESOLUTION) / 16)))
 
 
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-  """Seconds one smoke point takes: startup + compile + train + eval."""
-  startup_s: float
-  compile_s: float
-  run_s: float
-
-  @property
-  def total_s(self) -> float:
-    return self.startup_s + self.compile_s + self.run_s
+def estimate(config, load_now: float | None = None) -> estimate_lib.Estimate:
+  """A time estimate for training and evaluating `config` (a smoke config) here, at
+  `load_now` (default: the load average now)."""
+  return estimate_lib.estimate(config, config.global_batch_size * config.num_train_steps,
+                               SMOKE_EVAL_EXAMPLES, SMOKE_TRAIN_EXAMPLES, load_now)
 
 
-@functools.cache
-def _mult_adds(model_items: tuple, resolution: int) -> int:
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from mobilenet_jax import models  # pylint: disable=g-import-not-at-top
-  model = models.create(ml_collections.ConfigDict(dict(model_items)))
-  return costs.count_costs(model, resolution).mult_adds
-
-
-def estimate(config) -> Estimate:
-  """A time estimate for training and evaluating `config` (a smoke config) here."""
-  macs = _mult_adds(tuple(sorted(config.model.to_dict().items())),
-                    config.data.image_size)
-  workers = config.num_workers if config.staleness else 1
-  compile_s = COMPILE_S.get(config.model.name, 40.0) + COMPILE_PER_WORKER_S * workers
-  if config.grad_accum_steps > 1:
-    compile_s *= 1.3  # The scan over micro-batches adds a loop to compile.
-  train_macs = 3 * macs * config.global_batch_size * config.num_train_steps
-  eval_macs = 2 * macs * SMOKE_EVAL_EXAMPLES  # Raw and EMA weights.
-  return Estimate(STARTUP_S, compile_s, (train_macs + eval_macs) / MACS_PER_S)
-
-
-def format_estimate(estimates: list[Estimate], parallel: int = 1) -> str:
-  """One line: the sweep's estimated wall time, and how much of it is compilation."""
-  total = sum(e.total_s for e in estimates)
-  compile_s = sum(e.compile_s for e in estimates)
-  # Measured with two points at a time on 2 cores: more at once does not go faster.
-  wall = total / max(1, min(parallel, 2, len(estimates)))
-  startup_s = sum(e.startup_s for e in estimates)
-  return (f"Smoke estimate: {len(estimates)} points, ~{_minutes(wall)} wall time at "
-          f"--parallel={parallel} ({_minutes(total)} summed over points: compilation "
-          f"{_minutes(compile_s)}, process start-up {_minutes(startup_s)}, training and "
-          f"evaluation {_minutes(total - compile_s - startup_s)}), from a cost model "
-          f"measured on a 2-core CPU at load average ~{MEASURED_LOAD:.0f}; load now "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (experiments/smoke.py).")
-
-
-def _minutes(seconds: float) -> str:
-  return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{math.ceil(seconds)} s"
+def format_estimate(estimates: list[estimate_lib.Estimate], parallel: int = 1) -> str:
+  """One line: the smoke sweep's estimated wall time (experiments/estimate.py)."""
+  return estimate_lib.format_estimate("Smoke", estimates, parallel)

@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterable, Mapping
 from absl import flags
 
 from mobilenet_jax import cli
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import identity as run_identity
 
 from . import paper, references
@@ -60,6 +61,12 @@ class Point:
   name: str
   config: str  # "mobilenet_v1.py:width=0.5,res=160", relative to configs/.
   overrides: tuple[Override, ...] = ()
+  # The paper-size point this one trains a stand-in for (a --proxy point), if any.
+  full_size: "Point | None" = None
+
+  def full_size_config(self):
+    """The config of the point it stands for: its own unless it is a proxy."""
+    return (self.full_size or self).build()
 
   def build(self, extra: Iterable[Override] = ()):
     """The ConfigDict this point trains with (plus `extra` overrides)."""
@@ -230,6 +237,37 @@ def _batch() -> list[tuple[str, tuple]]:
                                ("grad_accum_steps", max(1, b // MAX_MICRO_BATCH)),
                                ("lr.warmup_epochs", GOYAL_WARMUP_EPOCHS)))
           for b in BATCH_SIZES]
+
+
+SEED_SUFFIX = "_seed"
+
+
+def with_seeds(points: Iterable[Point], seeds: int) -> tuple[Point, ...]:
+  """Every point trained with seeds 0 .. seeds-1, seed by seed (one of each point
+  first, so a sweep stopped half-way has every point once).
+
+  Seed 0 is the point itself, name and all, so runs finished before seeds were an
+  axis count; seed s > 0 adds `("seed", s)` and the suffix "_seed<s>".
+  """
+  points = tuple(points)
+  if seeds < 1:
+    raise ConfigError(f"--seeds={seeds}: need at least 1 seed per point.")
+  seeded = [p.name for p in points if "seed" in dict(p.overrides)]
+  if seeds > 1 and seeded:
+    raise ConfigError(f"Point {seeded[0]} already sets its seed; --seeds would train "
+                     "it more than once with the same one.")
+  return points + tuple(
+      dataclasses.replace(p, name=f"{p.name}{SEED_SUFFIX}{s}",
+                          overrides=(*p.overrides, ("seed", s)))
+      for s in range(1, seeds) for p in points)
+
+
+def seed_of(name: str) -> tuple[str, int]:
+  """(point name, seed) of a run's name: "v1_w1_r224_seed2" -> ("v1_w1_r224", 2)."""
+  base, sep, seed = name.rpartition(SEED_SUFFIX)
+  if sep and seed.isdigit():
+    return base, int(seed)
+  return name, 0
 
 
 _DEFINITIONS: dict[str, tuple] = {}

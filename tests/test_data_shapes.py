@@ -42,3 +42,22 @@ def test_default_config_is_balanced_and_seeded():
   assert first.shape == (64, 64, 3) and first.dtype == np.uint8
   np.testing.assert_array_equal(first, draw((0, 0, 3, 5)))
   assert not np.array_equal(first, draw((0, 0, 3, 6)))
+
+
+def test_processes_that_wait_for_the_generation_read_the_splits(tmp_path):
+  # Two launcher points starting at once on a fresh machine: the one that waited for
+  # the other's generation used to see no splits ("available splits: none").
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  from tests import ckpt_helpers  # pylint: disable=g-import-not-at-top
+  code = ("import sys; from configs import common; from mobilenet_jax import data\n"
+          "c = common.data_config('shapes10/tiny', 32)\n"
+          "c.data_dir, c.eval_split = sys.argv[1], 'test'\n"
+          "print(data.get_dataset_info(c).num_train_examples)")
+  procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                            cwd=ckpt_helpers.REPO, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=ckpt_helpers.REPO))
+           for _ in range(2)]
+  for proc in procs:
+    out, err = proc.communicate(timeout=180)
+    assert (proc.returncode, out.strip()) == (0, "200"), err[-2000:]

@@ -73,20 +73,79 @@ def test_recipe_sweeps():
   assert big.lr.base == 0.165 and big.lr.reference_batch == 256
 
 
+def _identities(configs) -> set[str]:
+  return {json.dumps(run_identity.identity(c), sort_keys=True) for c in configs}
+
+
 @pytest.mark.parametrize("name", sweeps.SWEEP_NAMES)
-def test_every_sweep_has_distinct_points_full_size_and_smoke(name, tmp_path):
+def test_every_sweep_has_distinct_points_full_size_smoke_and_proxy(name, tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
   points = sweeps.get_sweep(name).points
   assert len({p.name for p in points}) == len(points)
-  identities = {json.dumps(run_identity.identity(p.build()), sort_keys=True) for p in points}
-  assert len(identities) == len(points)
-  # Smoke mode keeps them apart (runlocal would make all of Table 6 one network).
+  assert len(_identities(p.build() for p in points)) == len(points)
+  # Smoke mode keeps them apart (runlocal would make all of Table 6 one network), and
+  # every smoke config is one the trainer accepts (192 px used to become 27 px).
   jobs = launch.make_jobs(name, str(tmp_path), local_smoke=True)
-  smoke_ids = {json.dumps(run_identity.identity(j.full_config), sort_keys=True) for j in jobs}
-  assert len(smoke_ids) == len(points)
+  assert len(_identities(j.full_config for j in jobs)) == len(points)
   for job in jobs:
     config = job.full_config
-    assert config["data"]["name"] == "shapes10" and config["data"]["image_size"] <= 32
+    assert config["data"]["name"] == "shapes10"
+    assert 32 <= config["data"]["image_size"] <= 40
     assert config["model"]["width"] == job.point_config["model"]["width"]
+    config_validation.validate(ml_collections.ConfigDict(config))
+  if sweeps.get_sweep(name).kind == "recipe":
+    with pytest.raises(ValueError, match=f"{name} is a recipe sweep"):
+      launch.make_jobs(name, str(tmp_path), proxy_name="fashion_mnist")
+    return
+  jobs = launch.make_jobs(name, str(tmp_path), proxy_name="fashion_mnist", seeds=2)
+  assert len(jobs) == 2 * len(points)
+  assert len(_identities(j.full_config for j in jobs)) == 2 * len(points)
+  paper_res = {j.name: j.point_config["data"]["image_size"] for j in jobs}
+  proxy_res = {j.name: j.full_config["data"]["image_size"] for j in jobs}
+  assert min(proxy_res.values()) == 32  # The sweep's smallest at the models' minimum.
+  for job in jobs:
+    config = job.full_config
+    assert (config["data"]["name"], config["data"]["train_crop"]) == ("fashion_mnist",
+                                                                      "pad")
+    assert run_identity.architecture(config)[:4] == run_identity.architecture(job.point_config)[:4]
+    config_validation.validate(ml_collections.ConfigDict(config))
+    # One scale for the whole sweep: the paper's resolution ratios are kept.
+    for other in jobs:
+      ratio = paper_res[job.name] / paper_res[other.name]
+      assert proxy_res[job.name] / proxy_res[other.name] == pytest.approx(ratio, rel=0.02)
+
+
+def test_seeds_are_an_axis():
+  points = sweeps.get_sweep("table5").points
+  seeded = sweeps.with_seeds(points, 3)
+  assert [p.name for p in seeded] == [
+      "v1_w0.75_r224", "v1_w1_r224_shallow", "v1_w0.75_r224_seed1",
+      "v1_w1_r224_shallow_seed1", "v1_w0.75_r224_seed2", "v1_w1_r224_shallow_seed2"]
+  assert seeded[:2] == points  # Seed 0 is today's point: finished runs count.
+  assert [p.build().seed for p in seeded] == [0, 0, 1, 1, 2, 2]
+  assert sweeps.seed_of("v1_w1_r224_shallow_seed12") == ("v1_w1_r224_shallow", 12)
+  assert sweeps.seed_of("v1_w0.75_r224") == ("v1_w0.75_r224", 0)
+  assert sweeps.with_seeds(points, 1) == points
+  with pytest.raises(ValueError, match="at least 1 seed"):
+    sweeps.with_seeds(points, 0)
+  with pytest.raises(ValueError, match="already sets its seed"):
+    sweeps.with_seeds(seeded[2:3], 2)
+
+
+def test_proxy_resolutions_follow_the_paper_ratios():
+  from experiments import proxy  # pylint: disable=g-import-not-at-top
+  res = lambda sweep: sorted({int(p.build().data.image_size)
+                              for p in proxy.proxy_points(sweeps.get_sweep(sweep),
+                                                          "fashion_mnist")})
+  assert res("table7") == res("grid") == [32, 40, 48, 56]  # x 1/4, exact.
+  assert res("v2grid") == [32, 43, 53, 64, 75]  # x 1/3, rounded.
+  assert res("table6") == res("table4") == res("table5") == [32]
+  (full_conv, separable) = proxy.proxy_points(sweeps.get_sweep("table4"), "fashion_mnist")
+  assert full_conv.build().model.block == "full_conv"
+  assert full_conv.full_size.name == full_conv.name == "v1_w1_r224_full_conv"
+  with pytest.raises(ValueError, match="Unknown proxy 'cifar'"):
+    proxy.proxy_points(sweeps.get_sweep("table6"), "cifar")
 
 
 def test_names_never_collide():
@@ -108,14 +167,41 @@ def test_smoke_keeps_the_recipe_and_scales_the_schedule():
   shrunk = sweeps.apply_overrides(config.copy_and_resolve_references(),
                                   smoke.smoke_overrides(config, images=8192))
   assert shrunk.global_batch_size == 1024 and shrunk.grad_accum_steps == 8
-  assert shrunk.num_train_steps == 8 and shrunk.data.image_size == 32
+  assert shrunk.num_train_steps == 8 and shrunk.data.image_size == 40
   # Warmup keeps its share of the run: 5 of 300 epochs.
   assert shrunk.lr.warmup_epochs / shrunk.num_epochs == pytest.approx(5 / 300, rel=1e-3)
   assert [smoke.smoke_resolution(r) for r in (224, 192, 160, 128, 96)] == [
-      32, 27, 23, 18, 14]
+      40, 38, 36, 34, 32]
   estimate = smoke.estimate(shrunk)
   assert estimate.compile_s > 0 and estimate.total_s > estimate.compile_s
   assert "compilation" in smoke.format_estimate([estimate])
+
+
+def test_estimates_match_the_runs_measured_here():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from experiments import estimate  # pylint: disable=g-import-not-at-top
+  configs = lambda jobs: [ml_collections.ConfigDict(j.full_config) for j in jobs]
+  # Table 6 smoke, --parallel=2: 360 s cold at load ~8.3, 220 s cached at ~9.3 (both
+  # with our 2 runs: 6.3 and 7.3 of other work).
+  table6 = configs(launch.make_jobs("table6", "/unused", local_smoke=True))
+  cold = [smoke.estimate(c, load_now=6.3) for c in table6]
+  warm = [smoke.estimate(c, load_now=7.3) for c in table6]
+  assert estimate.wall_seconds(cold, 2) == pytest.approx(360, rel=0.3)
+  assert estimate.wall_seconds(warm, 2, cached=True) == pytest.approx(220, rel=0.3)
+  # The Table 4 full-convolution point, 640 training images, alone: 728 s at ~5.5.
+  (full_conv,) = configs(launch.make_jobs("table4", "/unused", local_smoke=True,
+                                          smoke_images=640,
+                                          only=("v1_w1_r224_full_conv",)))
+  assert estimate.wall_seconds([smoke.estimate(full_conv, load_now=3.5)], 1) == (
+      pytest.approx(728, rel=0.3))
+  # The trainer alone on Fashion-MNIST, V1 1.0 at 56 px: 213 images/s at load ~8.5.
+  from configs import small_images  # pylint: disable=g-import-not-at-top
+  config = small_images.get_config("width=1,res=56")
+  run_s = estimate.estimate(config, 12_800, 0, load_now=6.5).run_s
+  assert 12_800 / run_s == pytest.approx(213, rel=0.3)
+  # An idle machine is faster than a shared one, but not without bound.
+  assert estimate.load_factor(0.0) == pytest.approx(2 / 6)
+  assert estimate.load_factor(10.0) == 2.0
 
 
 def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
@@ -136,10 +222,34 @@ def test_local_dry_run_prints_commands_and_skips_finished(tmp_path):
       "metrics.jsonl", "results.json"]
 
 
-def _launch(*args):
-  """Runs the launcher CLI."""
-  code = ("import runpy, sys\n"
-          "sys.argv = ['launch'] + sys.argv[1:]\n"
+def test_readme_smoke_command_and_a_seeded_proxy_dry_run(tmp_path):
+  # The README's smoke command crashed at 192 px -> 27 px before any point ran.
+  result = _launch("--sweep=grid", f"--root={tmp_path}/grid_smoke", "--local_smoke",
+                   "--parallel=2", "--dry_run", "--python=python")
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("Smoke estimate: 16 points, ~")
+  assert len(lines) == 17 and "--config.data.image_size=38" in lines[2]
+  result = _launch("--sweep=table6", f"--root={tmp_path}/t6", "--proxy=fashion_mnist",
+                   "--seeds=3", "--dry_run", "--python=python")
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith("Proxy (fashion_mnist) estimate: 12 points, ~")
+  commands = lines[1:]
+  assert len(commands) == 12 and not os.path.exists(tmp_path / "t6")
+  assert commands[0] == (
+      "python -m mobilenet_jax.main --config=configs/small_images.py:model=v1,width=1,"
+      "res=32,dataset=fashion_mnist,num_classes=10,epochs=4 "
+      f"--workdir={tmp_path}/t6/v1_w1_r224")
+  assert commands[11].endswith(f"--workdir={tmp_path}/t6/v1_w0.25_r224_seed2 "
+                               "--config.seed=2")
+
+
+def _launch(*args, offline=False):
+  """Runs the launcher CLI; `offline`: every socket connection and DNS lookup fails."""
+  code = ("import runpy, socket, sys\n"
+          "def refuse(*a, **k): raise OSError('network use in a dry run')\n"
+          + ("socket.socket.connect = refuse; socket.getaddrinfo = refuse\n" if offline
+             else "")
+          + "sys.argv = ['launch'] + sys.argv[1:]\n"
           "runpy.run_module('experiments.launch', run_name='__main__')\n")
   result = subprocess.run([sys.executable, "-c", code, *args], cwd=h.REPO,
                           env=dict(os.environ, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu"),
@@ -233,7 +343,8 @@ def test_compare_architecture_sweep(tmp_path):
   (v2,) = rows[("released", "v2_w0.75_r160")]
   assert (v2["released top-1"], v2["delta"]) == ("66.4", "-6.4")
   assert [r["ours top-1"] for r in rows[("V1 Table 4", "Conv MobileNet")]] == ["not run"]
-  assert "broken/results.json: left out" in markdown
+  assert "## Not finished: 1 of 5 runs" in markdown
+  assert "- broken: not finished (" in markdown and "results.json is not a finished" in markdown
   for name in (compare.MULT_ADDS_PLOT, compare.PARAMS_PLOT, compare.CURVES_PLOT):
     _assert_png(out / name)
 

@@ -29,7 +29,7 @@ FORBIDDEN = {
     "mobilenet_jax": ("configs", "experiments", "benchmarks"),
 }
 # Tools that live inside a lower layer's folder.
-TOOL_FILES = {"mobilenet_jax/data/benchmark.py"}
+TOOL_FILES = {"mobilenet_jax/data/benchmark.py", "mobilenet_jax/data/prepare.py"}
 RUN_DIRECTORY_NAMES = ("results.json", "metrics.jsonl", "train.log", "run.lock")
 LAYOUT_MODULE = "mobilenet_jax/rundir/layout.py"
 

@@ -35,6 +35,7 @@ TOOLS = {
     "mobilenet-launch": ("mobilenet_jax.experiments.launch", ("sweep", "root", "only")),
     "mobilenet-compare": ("mobilenet_jax.experiments.compare", ("root", "out")),
     "mobilenet-sweeps": ("mobilenet_jax.experiments.sweeps", ("sweep",)),
+    "mobilenet-prepare": ("mobilenet_jax.data.prepare", ("source_dir", "data_dir")),
 }
 
 

@@ -30,7 +30,8 @@ STALE = "v1_w1_r224_tau2_workers1_lrscale-inverse"
 def _launch_command(root, data_dir):
   return [sys.executable, "-m", "experiments.launch", "--sweep=async", f"--root={root}",
           "--local_smoke", f"--only={SYNC},{STALE}", "--",
-          "--config.model.width=0.25", "--config.data.name=shapes10/tiny",
+          "--config.model.width=0.25", "--config.data.image_size=32",
+          "--config.data.name=shapes10/tiny",
           f"--config.data.data_dir={data_dir}", "--config.global_batch_size=32",
           "--config.num_train_steps=60", "--config.log_every_steps=1",
           "--config.checkpoint_every_steps=1000", "--config.eval_batch_size=70",

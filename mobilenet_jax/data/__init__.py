@@ -28,14 +28,17 @@ from mobilenet_jax.data.errors import SplitNotFoundError
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "MissingClassError",
     "SplitNotFoundError", "eval_batches", "get_dataset_info", "load_image_file",
-    "read_image_file", "resolve_split", "steps_per_epoch", "train_batches", "MISSING_CLASS_MODES",
-    "ON_CORRUPT_MODES"]
+    "read_image_file", "resolve_split", "steps_per_epoch", "train_batches",
+    "MISSING_CLASS_MODES", "ON_CORRUPT_MODES", "TRAIN_CROPS"]
 
 # data.on_corrupt_image: stop on an unreadable image file, or drop it with a warning.
 ON_CORRUPT_MODES = ("error", "skip")
 # data.classes_without_train_images: a class with no training image (e.g. only in
 # val/ of an image folder) is warned about, or stops the run.
 MISSING_CLASS_MODES = ("warn", "error")
+# data.train_crop: Inception-style crops (the paper's), or pad and crop (small images;
+# preprocessing.pad_crop_preprocess). Configs without the key use "inception".
+TRAIN_CROPS = ("inception", "pad")
 
 
 def steps_per_epoch(num_train_examples: int, global_batch_size: int) -> int:

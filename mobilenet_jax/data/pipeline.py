@@ -128,11 +128,16 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
 
   def preprocess(example_seed, record):
     example = record if data_config.cache else decoded(record)
-    image = preprocessing.train_preprocess(
-        example["image"], example_seed, data_config.image_size,
-        area_range=data_config.crop_area_range,
-        aspect_range=data_config.crop_aspect_range,
-        random_flip=data_config.random_flip)
+    if data_config.get("train_crop", "inception") == "pad":
+      image = preprocessing.pad_crop_preprocess(
+          example["image"], example_seed, data_config.image_size,
+          pad_fraction=data_config.pad_fraction, random_flip=data_config.random_flip)
+    else:
+      image = preprocessing.train_preprocess(
+          example["image"], example_seed, data_config.image_size,
+          area_range=data_config.crop_area_range,
+          aspect_range=data_config.crop_aspect_range,
+          random_flip=data_config.random_flip)
     return {"image": image, "label": tf.cast(example["label"], tf.int32),
             "ok": example["ok"]}
 

@@ -12,6 +12,7 @@ import abc
 import contextlib
 import fcntl
 import functools
+import importlib
 import io
 import os
 import random
@@ -239,7 +240,9 @@ def _tfds_builder(name: str, data_dir: str | None):
     return builder
   if isinstance(builder, builtin_shapes.Shapes10):
     _generate_once(builder, name)
-    return builder
+    # A builder made while another process was generating the dataset read no
+    # splits; one made now reads the finished files.
+    return tfds.builder(name, data_dir=data_dir)
   message = [
       f"Dataset {name!r} is not prepared: TFDS looked in {builder.data_dir!r} "
       f"(data.data_dir={data_dir!r}). This pipeline never downloads."]
@@ -248,6 +251,11 @@ def _tfds_builder(name: str, data_dir: str | None):
         f"ImageNet needs a manual download: put ILSVRC2012_img_train.tar and "
         f"ILSVRC2012_img_val.tar in {os.path.join(where, 'downloads', 'manual')}, "
         f"then run: tfds build imagenet2012 --data_dir={where}")
+  elif builder.name in _prepare().DATASETS:
+    spec = _prepare().DATASETS[builder.name]
+    message.append(
+        f"Prepare it from local files (apt-get install -y {spec.apt_package}) with: "
+        f"python -m mobilenet_jax.data.prepare {name} --data_dir={where}")
   elif getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
     message.append(
         f"It needs a manual download into {os.path.join(where, 'downloads', 'manual')}"
@@ -256,6 +264,11 @@ def _tfds_builder(name: str, data_dir: str | None):
   else:
     message.append(f"Prepare it first with: tfds build {name} --data_dir={where}")
   raise DatasetNotFoundError(" ".join(message))
+
+
+def _prepare():
+  # Lazy: only an error message needs it.
+  return importlib.import_module("mobilenet_jax.data.prepare")
 
 
 @functools.lru_cache(maxsize=16)

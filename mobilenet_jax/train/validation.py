@@ -86,6 +86,10 @@ def _data(p: _Problems) -> None:
   p.number("data.eval_crop_fraction", 0.0, 1.0, low_open=True)
   p.number("data.shuffle_buffer", 1, integer=True)
   p.flag("data.random_flip")
+  # Only configs/small_images.py sets these; absent means Inception crops.
+  p.choice("data.train_crop", data.TRAIN_CROPS, "inception")
+  if p.get("data.train_crop") == "pad":
+    p.number("data.pad_fraction", 0.0, 0.5)
   p.flag("data.cache")
   p.choice("data.on_corrupt_image", data.ON_CORRUPT_MODES)
   p.choice("data.classes_without_train_images", data.MISSING_CLASS_MODES, "warn")
