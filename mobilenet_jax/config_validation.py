@@ -87,6 +87,7 @@ def _data(p: _Problems) -> None:
   p.number("data.shuffle_buffer", 1, integer=True)
   p.flag("data.random_flip")
   p.flag("data.cache")
+  p.flag("data.fused_decode_crop", True)
   p.choice("data.on_corrupt_image", data.ON_CORRUPT_MODES)
   p.choice("data.classes_without_train_images", data.MISSING_CLASS_MODES, "warn")
 

@@ -6,6 +6,16 @@ Two paths:
 - `decode_checked`, for folders of image files, where unreadable files do occur: PIL
   in a `tf.numpy_function` (PIL releases the GIL while decoding), so a failure is
   caught per file and reported by name, then stops the run or drops the example.
+  Files are read in Python too (`read_file`), so that a file the operating system
+  cannot read (a dangling link, a link loop, a file deleted during the run) is
+  reported by name in the same way.
+
+Training decodes only its crop where it can (`decode_and_crop_fast`,
+`decode_and_crop_checked`): the crop window is sampled on the JPEG's encoded shape
+and `tf.image.decode_and_crop_jpeg` decodes just that window, as the flax ImageNet
+example does. The window is the one the full decode would have been cropped to (the
+same seed, the same shape). Other formats, CMYK JPEGs and, in folders, any file whose
+header PIL does not read as a complete 8-bit RGB or grey JPEG take the paths above.
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ from mobilenet_jax.data.errors import CorruptImageError
 
 # PIL modes of more than 8 bits per pixel, which convert("RGB") would clip at 255.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+# What an unreadable file in a training or evaluation split should make the user do.
+_PIPELINE_FIX = ("Replace or delete the file, or set data.on_corrupt_image=skip to skip "
+                 "unreadable images.")
 
 
 def decode_with_pil(data: bytes, name: str) -> np.ndarray:
@@ -64,14 +77,43 @@ def _pil_decode_np(data, name) -> np.ndarray:
   return decode_with_pil(bytes(data), _as_str(name))
 
 
-def _pil_decode_or_flag_np(data, name, on_corrupt):
+def _pil_decode_or_flag_np(data, name, on_corrupt, read_error):
   try:
+    if read_error:
+      raise CorruptImageError(_as_str(read_error))
     return decode_with_pil(bytes(data), _as_str(name)), True
   except CorruptImageError as e:
     if _as_str(on_corrupt) != "skip":
-      raise
+      raise CorruptImageError(f"{e} {_PIPELINE_FIX}") from None
     logging.warning("Skipping corrupt image (on_corrupt_image='skip'): %s", e)
     return np.zeros((1, 1, 3), np.uint8), False
+
+
+def _read_np(path):
+  name = _as_str(path)
+  try:
+    if "://" in name:  # gs://... and other file systems TensorFlow knows.
+      with tf.io.gfile.GFile(name, "rb") as f:
+        data = f.read()
+    else:
+      with open(name, "rb") as f:
+        data = f.read()
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "strerror", None) or getattr(e, "message", None) or str(e)
+    message = f"Cannot read image file {name!r}: {type(e).__name__}: {reason}"
+    return np.array(b"", object), np.array(message.encode(), object)
+  # Object arrays: numpy's bytes dtype would drop trailing NUL bytes.
+  return np.array(data, object), np.array(b"", object)
+
+
+def read_file(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(contents, error message) of one file; the message is "" when it was read.
+
+  Never fails the pipeline: `decode_checked` reports the message per file.
+  """
+  data, error = tf.numpy_function(_read_np, [path], (tf.string, tf.string),
+                                  stateful=False)
+  return tf.ensure_shape(data, []), tf.ensure_shape(error, [])
 
 
 def _has_prefix(data: tf.Tensor, prefix: bytes) -> tf.Tensor:
@@ -93,20 +135,93 @@ def decode_fast(data: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
   return tf.ensure_shape(image, [None, None, 3])
 
 
-def decode_checked(data: tf.Tensor, name: tf.Tensor,
-                   on_corrupt: str) -> tuple[tf.Tensor, tf.Tensor]:
+def decode_checked(data: tf.Tensor, name: tf.Tensor, on_corrupt: str,
+                   read_error: tf.Tensor | str = "") -> tuple[tf.Tensor, tf.Tensor]:
   """Graph-mode decode with a per-file check: returns (RGB uint8 image, ok).
 
   on_corrupt="error" fails the pipeline with a CorruptImageError naming the file
   (see `reraise_corrupt`); "skip" logs a warning naming it and returns ok=False.
+  A non-empty `read_error` (from `read_file`) is such a failure.
   """
   if on_corrupt not in ON_CORRUPT_MODES:
     raise ValueError(
         f"data.on_corrupt_image must be one of {ON_CORRUPT_MODES}, got {on_corrupt!r}.")
   image, ok = tf.numpy_function(
-      _pil_decode_or_flag_np, [data, name, on_corrupt], (tf.uint8, tf.bool),
+      _pil_decode_or_flag_np, [data, name, on_corrupt, read_error], (tf.uint8, tf.bool),
       stateful=False)
   return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(ok, [])
+
+
+def _crop_window(window, shape: tf.Tensor) -> tf.Tensor:
+  """`window(shape)`'s (begin, size) as decode_and_crop_jpeg's [y, x, height, width]."""
+  begin, size = window(shape)
+  return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def _decode_then_crop(image: tf.Tensor, window) -> tf.Tensor:
+  begin, size = window(tf.shape(image))
+  return tf.slice(image, begin, size)
+
+
+def decode_and_crop_fast(data: tf.Tensor, name: tf.Tensor, window) -> tf.Tensor:
+  """`decode_fast`, then the crop `window(shape)` gives ((begin, size) as for tf.slice);
+  for RGB and grey JPEGs, only that window is decoded (TFDS datasets)."""
+  is_jpeg = tf.io.is_jpeg(data)
+  shape = tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(data),
+                  lambda: tf.zeros([3], tf.int32))
+  fusable = is_jpeg & ((shape[2] == 1) | (shape[2] == 3))  # Not CMYK.
+
+  def fused():
+    shape_rgb = tf.stack([shape[0], shape[1], 3])
+    return tf.image.decode_and_crop_jpeg(data, _crop_window(window, shape_rgb),
+                                         channels=3)
+
+  image = tf.cond(fusable, fused,
+                  lambda: _decode_then_crop(decode_fast(data, name), window))
+  return tf.ensure_shape(image, [None, None, 3])
+
+
+def _probe_jpeg_np(data, read_error):
+  """(whether TF can decode just a window of it, height, width) of a file's bytes."""
+  no = False, np.int32(0), np.int32(0)
+  data = bytes(data)
+  # A JPEG cut short has no end marker: PIL's decode then names it.
+  if read_error or not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+    return no
+  try:
+    with Image.open(io.BytesIO(data)) as image:  # Reads the header only.
+      if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+        return no
+      width, height = image.size
+  except Exception:  # pylint: disable=broad-except  # Then PIL's decode reports it.
+    return no
+  return True, np.int32(height), np.int32(width)
+
+
+def decode_and_crop_checked(data: tf.Tensor, name: tf.Tensor, on_corrupt: str,
+                            read_error: tf.Tensor | str, window
+                            ) -> tuple[tf.Tensor, tf.Tensor]:
+  """`decode_checked`, then the crop `window(shape)` gives; returns (crop, ok).
+
+  Files whose header PIL reads as an 8-bit RGB or grey JPEG with its end marker have
+  only the window decoded, by TensorFlow; any other file, and so every unreadable
+  one, takes `decode_checked` and its per-file report.
+  """
+  fusable, height, width = tf.numpy_function(
+      _probe_jpeg_np, [data, read_error], (tf.bool, tf.int32, tf.int32), stateful=False)
+  fusable = tf.ensure_shape(fusable, [])
+
+  def fused():
+    shape = tf.stack([tf.ensure_shape(height, []), tf.ensure_shape(width, []), 3])
+    image = tf.image.decode_and_crop_jpeg(data, _crop_window(window, shape), channels=3)
+    return image, tf.constant(True)
+
+  def checked():
+    image, ok = decode_checked(data, name, on_corrupt, read_error)
+    return _decode_then_crop(image, window), ok
+
+  image, ok = tf.cond(fusable, fused, checked)
+  return tf.ensure_shape(image, [None, None, 3]), ok
 
 
 def reraise_corrupt(error: tf.errors.OpError) -> None:

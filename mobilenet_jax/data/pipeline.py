@@ -12,6 +12,7 @@ last batch (mask 0.0) and gives every process the same number of batches.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterator
 
@@ -117,15 +118,22 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
                          tf.constant(0, tf.int64)))
     return ds.map(lambda i, r: (_fold(epoch_seed, i), r))
 
+  fused = data_config.get("fused_decode_crop", True) and not data_config.cache
+
   def preprocess(example_seed, record):
-    example = record if data_config.cache else decoded(record)
-    image = preprocessing.train_preprocess(
-        example["image"], example_seed, data_config.image_size,
-        area_range=data_config.crop_area_range,
-        aspect_range=data_config.crop_aspect_range,
-        random_flip=data_config.random_flip)
-    return {"image": image, "label": tf.cast(example["label"], tf.int32),
-            "ok": example["ok"]}
+    crop_seed, flip_seed = preprocessing.split_seed(example_seed)
+    window = functools.partial(preprocessing.crop_window, crop_seed=crop_seed,
+                               area_range=data_config.crop_area_range,
+                               aspect_range=data_config.crop_aspect_range)
+    if fused:  # Decodes only the crop of a JPEG.
+      crop, ok = source.decode_and_crop(record, on_corrupt, window)
+    else:
+      example = record if data_config.cache else decoded(record)
+      begin, size = window(tf.shape(example["image"]))
+      crop, ok = tf.slice(example["image"], begin, size), example["ok"]
+    image = preprocessing.finish_train_crop(crop, flip_seed, data_config.image_size,
+                                            data_config.random_flip)
+    return {"image": image, "label": tf.cast(record["label"], tf.int32), "ok": ok}
 
   ds = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(epoch)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
