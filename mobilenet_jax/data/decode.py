@@ -69,19 +69,27 @@ def _wide_grey_to_rgb(grey: np.ndarray) -> np.ndarray:
   return np.repeat(eight[..., None], 3, axis=-1)
 
 
+def _as_bytes(value) -> bytes:
+  # Eager numpy_function calls pass 0-d arrays (of str for a Python str argument);
+  # tf.data passes bytes.
+  value = value.item() if isinstance(value, np.ndarray) else value
+  return value.encode() if isinstance(value, str) else bytes(value)
+
+
 def _as_str(value) -> str:
+  value = value.item() if isinstance(value, np.ndarray) else value
   return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _pil_decode_np(data, name) -> np.ndarray:
-  return decode_with_pil(bytes(data), _as_str(name))
+  return decode_with_pil(_as_bytes(data), _as_str(name))
 
 
 def _pil_decode_or_flag_np(data, name, on_corrupt, read_error):
   try:
-    if read_error:
+    if _as_bytes(read_error):
       raise CorruptImageError(_as_str(read_error))
-    return decode_with_pil(bytes(data), _as_str(name)), True
+    return decode_with_pil(_as_bytes(data), _as_str(name)), True
   except CorruptImageError as e:
     if _as_str(on_corrupt) != "skip":
       raise CorruptImageError(f"{e} {_PIPELINE_FIX}") from None
@@ -184,7 +192,7 @@ def decode_and_crop_fast(data: tf.Tensor, name: tf.Tensor, window) -> tf.Tensor:
 def _probe_jpeg_np(data, read_error):
   """(whether TF can decode just a window of it, height, width) of a file's bytes."""
   no = False, np.int32(0), np.int32(0)
-  data = bytes(data)
+  data, read_error = _as_bytes(data), _as_bytes(read_error)
   # A JPEG cut short has no end marker: PIL's decode then names it.
   if read_error or not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
     return no

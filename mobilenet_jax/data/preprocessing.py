@@ -12,15 +12,12 @@ from mobilenet_jax.data import resize
 from mobilenet_jax.data._tf import tf
 
 
+_SCALE, _OFFSET = 1 / 127.5, -1.0  # [0, 255] to [-1, 1].
+
+
 def normalize(image: tf.Tensor) -> tf.Tensor:
   """uint8 (or float in [0, 255]) pixels to float32 in [-1, 1]."""
   return tf.cast(image, tf.float32) / 127.5 - 1.0
-
-
-def _resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
-  # Antialiasing matters when shrinking (ImageNet photos, 64px shapes to 32px).
-  image = resize.resize_antialiased(image, [image_size, image_size])
-  return tf.clip_by_value(image, 0.0, 255.0)
 
 
 def split_seed(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -51,11 +48,16 @@ def crop_window(shape: tf.Tensor, crop_seed: tf.Tensor, area_range=(0.25, 1.0),
 
 def finish_train_crop(crop: tf.Tensor, flip_seed: tf.Tensor, image_size: int,
                       random_flip: bool = True) -> tf.Tensor:
-  """Resize + flip of a uint8 crop; float32 [S, S, 3] in [-1, 1]."""
-  image = _resize(crop, image_size)
+  """Resize + flip of a uint8 crop; float32 [S, S, 3] in [-1, 1].
+
+  The flip is tf.image.stateless_random_flip_left_right's draw, done in the resize.
+  """
+  flip = False
   if random_flip:
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-  image = normalize(image)
+    flip = tf.random.stateless_uniform([], flip_seed, minval=0, maxval=1.0) < 0.5
+  # Antialiasing matters when shrinking (ImageNet photos, 64px shapes to 32px).
+  image = resize.resize_antialiased(crop, [image_size, image_size], flip=flip,
+                                    scale=_SCALE, offset=_OFFSET)
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
@@ -99,11 +101,11 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
     return image_size + 2 * tf.maximum(margin, 0)
 
   new_height, new_width = resized(height), resized(width)
-  image = resize.resize_antialiased(image, tf.stack([new_height, new_width]))
+  image = resize.resize_antialiased(image, tf.stack([new_height, new_width]),
+                                    scale=_SCALE, offset=_OFFSET)
   image = tf.image.crop_to_bounding_box(image, (new_height - image_size) // 2,
                                         (new_width - image_size) // 2, image_size,
                                         image_size)
-  image = normalize(tf.clip_by_value(image, 0.0, 255.0))
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 

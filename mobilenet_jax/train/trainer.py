@@ -22,8 +22,8 @@ import numpy as np
 
 from mobilenet_jax import config_validation, costs, data, models, run_dir, runtime
 from mobilenet_jax.errors import ConfigError, TrainingDivergedError
-from mobilenet_jax.train import (batchnorm, checkpointing, optimizers, preemption,
-                                 sharding, transfer)
+from mobilenet_jax.train import (batchnorm, checkpointing, input_bound, optimizers,
+                                 preemption, sharding, transfer)
 from mobilenet_jax.train.evaluation import evaluate
 from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress, ProgressLine
 from mobilenet_jax.train.state import create_train_state
@@ -153,17 +153,20 @@ def _evaluate_both(run: _Run, state, step: int, logger, console) -> dict:
   return {"raw": raw, "ema": ema}
 
 
-def _train_loop(run: _Run, state, logger, progress) -> tuple[Any, dict, bool]:
+def _train_loop(run: _Run, state, logger, progress,
+                feed: input_bound.FeedCheck) -> tuple[Any, dict, bool]:
   """Trains from `state.step` to the last step: logs, evaluates and checkpoints.
 
   Returns (state, the last evaluation or {} if none ran, whether a SIGTERM stopped
-  the run; its checkpoint is then saved).
+  the run; its checkpoint is then saved). `feed` says, from the first steps, whether
+  the input pipeline or the step bounds the run.
   """
   config, start_step, total_steps = run.config, int(state.step), run.total_steps
   console = ProgressLine(total_steps)
   pending: list[tuple[int, dict]] = []
-  batches = data.train_batches(config.data, config.global_batch_size, config.seed,
-                               start_step)
+  batches = feed.wrap(data.train_batches(config.data, config.global_batch_size,
+                                         config.seed, start_step),
+                      total_steps - start_step)
   final_metrics = {}
   with preemption.PreemptionGuard() as guard:
     for step in range(start_step + 1, total_steps + 1):
@@ -172,6 +175,8 @@ def _train_loop(run: _Run, state, logger, progress) -> tuple[Any, dict, bool]:
       if step == start_step + 1:  # Compiled: time the steps after this one.
         jax.block_until_ready(metrics)
         progress.start_timing(step)
+      if (measured := feed.after_step(step - start_step, metrics)) is not None:
+        console.message(measured.line())
       pending.append((step, metrics))
       is_last = step == total_steps
       if step % config.log_every_steps == 0 or is_last:
@@ -214,8 +219,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                run.config.model.name, run.total_steps, run.steps_per_epoch, start_step,
                jax.device_count())
   progress = Progress(start_step, run.total_steps, run.config.global_batch_size)
+  feed = input_bound.FeedCheck(run.config.global_batch_size // jax.process_count(),
+                               jax.default_backend())
   try:
-    state, final_metrics, preempted = _train_loop(run, state, logger, progress)
+    state, final_metrics, preempted = _train_loop(run, state, logger, progress, feed)
     if preempted:
       run.checkpointer.wait()
       step = int(state.step)
@@ -238,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       run.config, final_metrics, run.total_steps,
       costs.count_costs(run.model, run.config.data.image_size),
       eval_split=data.resolve_split(run.config.data, run.config.data.eval_split),
-      wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec)
+      wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec,
+      input_bound=feed.result and feed.result.to_json())
   if jax.process_index() == 0:
     run_dir.write_results(workdir, results)
   return results.to_json()
