@@ -52,9 +52,10 @@ def test_fused_crops_are_todays_crops(jpegs):
       begin, size = window(tf.shape(full))
       today = tf.slice(full, begin, size).numpy().astype(np.float32)
       fused = decode.decode_and_crop_fast(encoded, tf.constant(name), window).numpy()
-      checked, ok = decode.decode_and_crop_checked(encoded, tf.constant(name), "error", "",
-                                                   window)
-      assert bool(ok) and fused.shape == today.shape == tuple(checked.shape), name
+      checked, error = decode.decode_and_crop_checked(encoded, tf.constant(name),
+                                                      "error", "", window)
+      assert not error.numpy(), name
+      assert fused.shape == today.shape == tuple(checked.shape), name
       # Same window: equal but for JPEG rounding (chroma upsampling at the crop's
       # edges for TF, PIL's decoder for folders); another window differs by tens of
       # levels almost everywhere.
@@ -117,15 +118,15 @@ def test_resize_op_equals_tensorflow(shape, size):
   image = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
   expected = tf.image.resize(image, size, method="bilinear", antialias=True).numpy()
   for flip in (False, True):
-    got = resize.resize_antialiased(tf.constant(image), size, flip=flip, scale=0.5,
+    got = resize.resize_antialiased(tf.constant(image), size, flip=flip, divisor=2.0,
                                     offset=-3.0).numpy()
-    want = np.clip(expected, 0, 255) * 0.5 - 3.0
+    want = np.clip(expected, 0, 255) / 2.0 - 3.0
     np.testing.assert_allclose(got, want[:, ::-1] if flip else want, atol=1e-4)
 
 
 def test_resize_without_the_op_is_the_same(monkeypatch):
   image = tf.constant(np.random.default_rng(1).integers(0, 256, (50, 70, 3)), tf.uint8)
-  fast = resize.resize_antialiased(image, [32, 32], flip=True, scale=2.0, offset=1.0)
+  fast = resize.resize_antialiased(image, [32, 32], flip=True, divisor=0.5, offset=1.0)
   monkeypatch.setattr(resize, "_op", lambda: None)
-  slow = resize.resize_antialiased(image, [32, 32], flip=True, scale=2.0, offset=1.0)
+  slow = resize.resize_antialiased(image, [32, 32], flip=True, divisor=0.5, offset=1.0)
   np.testing.assert_allclose(fast.numpy(), slow.numpy(), atol=1e-3)

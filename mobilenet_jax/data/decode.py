@@ -5,10 +5,12 @@ Two paths:
   them): TensorFlow's native decoders, with PIL only for formats TF cannot read.
 - `decode_checked`, for folders of image files, where unreadable files do occur: PIL
   in a `tf.numpy_function` (PIL releases the GIL while decoding), so a failure is
-  caught per file and reported by name, then stops the run or drops the example.
-  Files are read in Python too (`read_file`), so that a file the operating system
-  cannot read (a dangling link, a link loop, a file deleted during the run) is
-  reported by name in the same way.
+  caught per file. It never fails inside TensorFlow (whose log would print a
+  traceback): it returns the message naming the file as data, and the pipeline
+  raises it as a CorruptImageError when the batch reaches Python
+  (`raise_first_error`), or drops the example with a warning. Files are read in
+  Python too (`read_file`), so that a file the operating system cannot read (a
+  dangling link, a link loop, a file deleted during the run) is reported alike.
 
 Training decodes only its crop where it can (`decode_and_crop_fast`,
 `decode_and_crop_checked`): the crop window is sampled on the JPEG's encoded shape
@@ -85,16 +87,17 @@ def _pil_decode_np(data, name) -> np.ndarray:
   return decode_with_pil(_as_bytes(data), _as_str(name))
 
 
-def _pil_decode_or_flag_np(data, name, on_corrupt, read_error):
+def _pil_decode_or_message_np(data, name, on_corrupt, read_error):
+  """(image, "") or, for a file that cannot be read or decoded, (1x1 black, message)."""
   try:
     if _as_bytes(read_error):
       raise CorruptImageError(_as_str(read_error))
-    return decode_with_pil(_as_bytes(data), _as_str(name)), True
+    return decode_with_pil(_as_bytes(data), _as_str(name)), np.array(b"", object)
   except CorruptImageError as e:
-    if _as_str(on_corrupt) != "skip":
-      raise CorruptImageError(f"{e} {_PIPELINE_FIX}") from None
-    logging.warning("Skipping corrupt image (on_corrupt_image='skip'): %s", e)
-    return np.zeros((1, 1, 3), np.uint8), False
+    if _as_str(on_corrupt) == "skip":
+      logging.warning("Skipping corrupt image (on_corrupt_image='skip'): %s", e)
+    message = f"{str(e).rstrip('.')}. {_PIPELINE_FIX}"
+    return np.zeros((1, 1, 3), np.uint8), np.array(message.encode(), object)
 
 
 def _read_np(path):
@@ -117,7 +120,7 @@ def _read_np(path):
 def read_file(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """(contents, error message) of one file; the message is "" when it was read.
 
-  Never fails the pipeline: `decode_checked` reports the message per file.
+  Never fails the pipeline: `decode_checked` passes the message on.
   """
   data, error = tf.numpy_function(_read_np, [path], (tf.string, tf.string),
                                   stateful=False)
@@ -145,19 +148,19 @@ def decode_fast(data: tf.Tensor, name: tf.Tensor) -> tf.Tensor:
 
 def decode_checked(data: tf.Tensor, name: tf.Tensor, on_corrupt: str,
                    read_error: tf.Tensor | str = "") -> tuple[tf.Tensor, tf.Tensor]:
-  """Graph-mode decode with a per-file check: returns (RGB uint8 image, ok).
+  """Graph-mode decode with a per-file check: returns (RGB uint8 image, error).
 
-  on_corrupt="error" fails the pipeline with a CorruptImageError naming the file
-  (see `reraise_corrupt`); "skip" logs a warning naming it and returns ok=False.
-  A non-empty `read_error` (from `read_file`) is such a failure.
+  `error` is "" for a good file; else a one-line message naming the file and the
+  fix (the image is then 1x1 black). With on_corrupt="skip" a warning names the file
+  too. A non-empty `read_error` (from `read_file`) is such a failure.
   """
   if on_corrupt not in ON_CORRUPT_MODES:
     raise ValueError(
         f"data.on_corrupt_image must be one of {ON_CORRUPT_MODES}, got {on_corrupt!r}.")
-  image, ok = tf.numpy_function(
-      _pil_decode_or_flag_np, [data, name, on_corrupt, read_error], (tf.uint8, tf.bool),
-      stateful=False)
-  return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(ok, [])
+  image, error = tf.numpy_function(
+      _pil_decode_or_message_np, [data, name, on_corrupt, read_error],
+      (tf.uint8, tf.string), stateful=False)
+  return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(error, [])
 
 
 def _crop_window(window, shape: tf.Tensor) -> tf.Tensor:
@@ -209,7 +212,7 @@ def _probe_jpeg_np(data, read_error):
 def decode_and_crop_checked(data: tf.Tensor, name: tf.Tensor, on_corrupt: str,
                             read_error: tf.Tensor | str, window
                             ) -> tuple[tf.Tensor, tf.Tensor]:
-  """`decode_checked`, then the crop `window(shape)` gives; returns (crop, ok).
+  """`decode_checked`, then the crop `window(shape)` gives; returns (crop, error).
 
   Files whose header PIL reads as an 8-bit RGB or grey JPEG with its end marker have
   only the window decoded, by TensorFlow; any other file, and so every unreadable
@@ -222,21 +225,29 @@ def decode_and_crop_checked(data: tf.Tensor, name: tf.Tensor, on_corrupt: str,
   def fused():
     shape = tf.stack([tf.ensure_shape(height, []), tf.ensure_shape(width, []), 3])
     image = tf.image.decode_and_crop_jpeg(data, _crop_window(window, shape), channels=3)
-    return image, tf.constant(True)
+    return image, tf.constant("")
 
   def checked():
-    image, ok = decode_checked(data, name, on_corrupt, read_error)
-    return _decode_then_crop(image, window), ok
+    image, error = decode_checked(data, name, on_corrupt, read_error)
+    return _decode_then_crop(image, window), error
 
-  image, ok = tf.cond(fusable, fused, checked)
-  return tf.ensure_shape(image, [None, None, 3]), ok
+  image, error = tf.cond(fusable, fused, checked)
+  return tf.ensure_shape(image, [None, None, 3]), error
+
+
+def raise_first_error(errors) -> None:
+  """Raises CorruptImageError with the first non-empty message of a batch's "error"."""
+  for error in np.asarray(errors).reshape(-1):
+    if error:
+      raise CorruptImageError(_as_str(error))
 
 
 def reraise_corrupt(error: tf.errors.OpError) -> None:
   """Turns a TF error raised by a CorruptImageError inside tf.data back into one.
 
   TensorFlow wraps Python exceptions from `numpy_function` in an OpError whose text
-  holds the traceback; this keeps one readable message naming the file.
+  holds the traceback; this keeps one readable message naming the file. (Only the
+  PIL fallback of `decode_fast`, for prepared datasets, still raises there.)
   """
   marker = CorruptImageError.__name__ + ": "
   for line in str(error.message).splitlines():

@@ -54,7 +54,11 @@ def _options() -> tf.data.Options:
 
 
 def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-  """Iterates a batched dataset as numpy dicts, with readable corrupt-image errors."""
+  """Iterates a batched dataset as numpy dicts, with readable corrupt-image errors.
+
+  Examples carry "error" (decode.py): the first non-empty one stops the iteration
+  with a CorruptImageError naming its file.
+  """
   iterator = iter(ds.as_numpy_iterator())
   while True:
     try:
@@ -64,7 +68,16 @@ def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
     except tf.errors.OpError as e:
       decode.reraise_corrupt(e)
       raise
+    decode.raise_first_error(batch.pop("error"))
     yield batch
+
+
+def _corrupt_kept_or_dropped(ds: tf.data.Dataset, on_corrupt: str) -> tf.data.Dataset:
+  """Drops unreadable examples in "skip" mode; in "error" mode they go on (a 1x1
+  image and the message) to `_numpy_batches`, which raises."""
+  if on_corrupt == "skip":
+    return ds.filter(lambda ex: tf.equal(ex["error"], ""))
+  return ds
 
 
 def _fold(seed: tf.Tensor, value) -> tf.Tensor:
@@ -94,8 +107,8 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
   base_seed = _fold(tf.constant([seed, 0], tf.int64), index)
 
   def decoded(record):
-    image, ok = source.decode(record, on_corrupt)
-    return {"image": image, "label": record["label"], "ok": ok}
+    image, error = source.decode(record, on_corrupt)
+    return {"image": image, "label": record["label"], "error": error}
 
   records = source.records(local_split)
   if data_config.cache:
@@ -126,19 +139,18 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
                                area_range=data_config.crop_area_range,
                                aspect_range=data_config.crop_aspect_range)
     if fused:  # Decodes only the crop of a JPEG.
-      crop, ok = source.decode_and_crop(record, on_corrupt, window)
+      crop, error = source.decode_and_crop(record, on_corrupt, window)
     else:
       example = record if data_config.cache else decoded(record)
       begin, size = window(tf.shape(example["image"]))
-      crop, ok = tf.slice(example["image"], begin, size), example["ok"]
+      crop, error = tf.slice(example["image"], begin, size), example["error"]
     image = preprocessing.finish_train_crop(crop, flip_seed, data_config.image_size,
                                             data_config.random_flip)
-    return {"image": image, "label": tf.cast(record["label"], tf.int32), "ok": ok}
+    return {"image": image, "label": tf.cast(record["label"], tf.int32), "error": error}
 
   ds = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(epoch)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.filter(lambda ex: ex["ok"])  # Only "skip" mode ever drops an example.
-  ds = ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+  ds = _corrupt_kept_or_dropped(ds, on_corrupt)
   ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options())
 
@@ -159,20 +171,19 @@ def eval_dataset(data_config, global_batch_size: int, split: str | None = None,
   size = data_config.image_size
 
   def preprocess(record):
-    image, ok = source.decode(record, data_config.on_corrupt_image)
+    image, error = source.decode(record, data_config.on_corrupt_image)
     image = preprocessing.eval_preprocess(image, size, data_config.eval_crop_fraction)
     return {"image": image, "label": tf.cast(record["label"], tf.int32),
-            "mask": tf.constant(1.0, tf.float32), "ok": ok}
+            "mask": tf.constant(1.0, tf.float32), "error": error}
 
   ds = source.records(local_split).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.filter(lambda ex: ex["ok"])
-  ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "ok"})
+  ds = _corrupt_kept_or_dropped(ds, data_config.on_corrupt_image)
   # No `data.cache` here: every evaluation builds this dataset anew, so a cache would
   # never be read back (and TF warns when `take` leaves one partly filled).
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([size, size, 3], tf.float32),
       "label": tf.constant(0, tf.int32),
-      "mask": tf.constant(0.0, tf.float32)}).repeat()
+      "mask": tf.constant(0.0, tf.float32), "error": tf.constant("")}).repeat()
   ds = ds.concatenate(padding).take(num_batches * batch)
   ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options())

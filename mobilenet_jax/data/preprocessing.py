@@ -12,7 +12,7 @@ from mobilenet_jax.data import resize
 from mobilenet_jax.data._tf import tf
 
 
-_SCALE, _OFFSET = 1 / 127.5, -1.0  # [0, 255] to [-1, 1].
+_DIVISOR, _OFFSET = 127.5, -1.0  # [0, 255] to [-1, 1], as `normalize`.
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -57,7 +57,7 @@ def finish_train_crop(crop: tf.Tensor, flip_seed: tf.Tensor, image_size: int,
     flip = tf.random.stateless_uniform([], flip_seed, minval=0, maxval=1.0) < 0.5
   # Antialiasing matters when shrinking (ImageNet photos, 64px shapes to 32px).
   image = resize.resize_antialiased(crop, [image_size, image_size], flip=flip,
-                                    scale=_SCALE, offset=_OFFSET)
+                                    divisor=_DIVISOR, offset=_OFFSET)
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
@@ -102,7 +102,7 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
 
   new_height, new_width = resized(height), resized(width)
   image = resize.resize_antialiased(image, tf.stack([new_height, new_width]),
-                                    scale=_SCALE, offset=_OFFSET)
+                                    divisor=_DIVISOR, offset=_OFFSET)
   image = tf.image.crop_to_bounding_box(image, (new_height - image_size) // 2,
                                         (new_width - image_size) // 2, image_size,
                                         image_size)

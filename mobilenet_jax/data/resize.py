@@ -81,10 +81,11 @@ def available() -> bool:
   return _op() is not None
 
 
-def resize_antialiased(image: tf.Tensor, size, flip=False, scale: float = 1.0,
+def resize_antialiased(image: tf.Tensor, size, flip=False, divisor: float = 1.0,
                        offset: float = 0.0) -> tf.Tensor:
   """float32 [h, w, C]: tf.image.resize(image, size, "bilinear", antialias=True),
-  clipped to [0, 255], times `scale` plus `offset`, mirrored left-right if `flip`.
+  clipped to [0, 255], divided by `divisor` plus `offset`, mirrored left-right if
+  `flip`.
 
   `image`: [H, W, C], uint8 for the fast op (other dtypes take TF's ops); `size`:
   [h, w]; `flip`: a bool or a scalar bool tensor.
@@ -93,6 +94,6 @@ def resize_antialiased(image: tf.Tensor, size, flip=False, scale: float = 1.0,
   flip = tf.convert_to_tensor(flip, tf.bool)
   if op is None or image.dtype != tf.uint8:
     resized = tf.image.resize(image, size, method="bilinear", antialias=True)
-    resized = tf.clip_by_value(resized, 0.0, 255.0) * scale + offset
+    resized = tf.clip_by_value(resized, 0.0, 255.0) / divisor + offset
     return tf.cond(flip, lambda: tf.reverse(resized, [1]), lambda: resized)
-  return op(image, tf.cast(size, tf.int32), flip, scale=scale, offset=offset)
+  return op(image, tf.cast(size, tf.int32), flip, divisor=divisor, offset=offset)

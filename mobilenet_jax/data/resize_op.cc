@@ -1,6 +1,6 @@
 // MobilenetAntialiasResize: tf.image.resize(image, size, "bilinear", antialias=True)
 // for one uint8 [H, W, C] image, as a TensorFlow op that is about 3x faster; then,
-// in the same pass, values clipped to [0, 255], mapped to value * scale + offset and
+// in the same pass, values clipped to [0, 255], mapped to value / divisor + offset and
 // (if `flip`) mirrored left-right, which the input pipeline would otherwise do in
 // three more passes over the image.
 //
@@ -87,11 +87,11 @@ void VerticalPass(const uint8_t* __restrict in, int row_length, const Spans& row
 
 // What happens to each resized value on its way out.
 struct Finish {
-  float scale = 1.0f, offset = 0.0f;
+  float divisor = 1.0f, offset = 0.0f;  // A division: 255 / 127.5 - 1 is exactly 1.
   bool flip = false;
 
   float operator()(float value) const {
-    return std::min(std::max(value, 0.0f), 255.0f) * scale + offset;
+    return std::min(std::max(value, 0.0f), 255.0f) / divisor + offset;
   }
 };
 
@@ -135,7 +135,7 @@ class AntialiasResizeOp : public tensorflow::OpKernel {
  public:
   explicit AntialiasResizeOp(tensorflow::OpKernelConstruction* context)
       : OpKernel(context) {
-    OP_REQUIRES_OK(context, context->GetAttr("scale", &finish_.scale));
+    OP_REQUIRES_OK(context, context->GetAttr("divisor", &finish_.divisor));
     OP_REQUIRES_OK(context, context->GetAttr("offset", &finish_.offset));
   }
 
@@ -179,7 +179,7 @@ REGISTER_OP("MobilenetAntialiasResize")
     .Input("image: uint8")
     .Input("size: int32")
     .Input("flip: bool")
-    .Attr("scale: float = 1.0")
+    .Attr("divisor: float = 1.0")
     .Attr("offset: float = 0.0")
     .Output("resized: float")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* context) {

@@ -94,15 +94,15 @@ class Source(abc.ABC):
 
   @abc.abstractmethod
   def decode(self, record, on_corrupt: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """(RGB uint8 image, ok) for one record; see decode.py."""
+    """(RGB uint8 image, error message or "") for one record; see decode.py."""
 
   def decode_and_crop(self, record, on_corrupt: str, window
                       ) -> tuple[tf.Tensor, tf.Tensor]:
-    """(the crop `window(shape)` gives of the RGB uint8 image, ok); sources whose
-    records hold JPEGs decode only that window."""
-    image, ok = self.decode(record, on_corrupt)
+    """(the crop `window(shape)` gives of the RGB uint8 image, error message or "");
+    sources whose records hold JPEGs decode only that window."""
+    image, error = self.decode(record, on_corrupt)
     begin, size = window(tf.shape(image))
-    return tf.slice(image, begin, size), ok
+    return tf.slice(image, begin, size), error
 
 
 class TfdsSource(Source):
@@ -139,12 +139,12 @@ class TfdsSource(Source):
 
   def decode(self, record, on_corrupt):
     del on_corrupt  # TFDS validated the images when it prepared the dataset.
-    return decode.decode_fast(record["encoded"], record["name"]), tf.constant(True)
+    return decode.decode_fast(record["encoded"], record["name"]), tf.constant("")
 
   def decode_and_crop(self, record, on_corrupt, window):
     del on_corrupt
     return (decode.decode_and_crop_fast(record["encoded"], record["name"], window),
-            tf.constant(True))
+            tf.constant(""))
 
 
 class ImageFolderSource(Source):
