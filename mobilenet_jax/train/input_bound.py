@@ -40,14 +40,12 @@ class InputBound:
     """One console line: both rates and the verdict."""
     pipe, step = self.pipeline_images_per_sec, self.step_images_per_sec
     if self.bound == "input":
-      verdict = (f"input-bound: the pipeline feeds {pipe / step:.0%} of what the step "
-                 "could take")
+      verdict = f"input-bound (the pipeline feeds {pipe / step:.0%} of the step's rate)"
     else:
-      verdict = f"step-bound: the pipeline could feed {pipe / step:.1f}x the step's rate"
-    note = ("; on CPU both share the host's cores" if self.platform == "cpu" else "")
-    return (f"input pipeline {pipe:,.0f} images/s per host, train step "
-            f"{step:,.0f} images/s per host (each measured alone over "
-            f"{self.batches_timed} batches / {self.steps_timed} steps): {verdict}{note}")
+      verdict = f"step-bound (the pipeline could feed {pipe / step:.1f}x the step)"
+    note = "; on CPU both share the cores" if self.platform == "cpu" else ""
+    return (f"input pipeline {pipe:,.0f} images/s, train step {step:,.0f} images/s per "
+            f"host, measured apart over {self.steps_timed} batches: {verdict}{note}")
 
   def to_json(self) -> dict:
     """The results.json record."""
