@@ -44,8 +44,10 @@ class InputBound:
     else:
       verdict = f"step-bound (the pipeline could feed {pipe / step:.1f}x the step)"
     note = "; on CPU both share the cores" if self.platform == "cpu" else ""
+    timed = (f"{self.steps_timed} batches" if self.batches_timed == self.steps_timed
+             else f"{self.batches_timed} batches / {self.steps_timed} steps")
     return (f"input pipeline {pipe:,.0f} images/s, train step {step:,.0f} images/s per "
-            f"host, measured apart over {self.steps_timed} batches: {verdict}{note}")
+            f"host, measured apart over {timed}: {verdict}{note}")
 
   def to_json(self) -> dict:
     """The results.json record."""
