@@ -1,8 +1,9 @@
 """Antialiased bilinear resize of uint8 images: a C++ TensorFlow op, else TF's own.
 
-`tf.image.resize(..., antialias=True)` costs as much as decoding the JPEG (1.4 ms for
-a 387x290 crop to 224x224 on one core, about 3x this op; see benchmarks/RESULTS.md):
-on ImageNet-sized photos it is half of the input pipeline's work. resize_op.cc
+`tf.image.resize(..., antialias=True)` costs about twice as much as decoding the JPEG
+(with clip, flip and normalization 1.36 ms for a 387x290 crop to 224x224 on one core,
+against 0.38 ms for this op, which does those too; benchmarks/RESULTS.md): on
+ImageNet-sized photos it was over half of the input pipeline's work. resize_op.cc
 computes the same weighted sums with the same weights (equal up to float rounding,
 tested). Like the model's C++ kernels (models/cpu_kernels.py) it is built on first
 use with the system's compiler against the installed TensorFlow, into the compiled
