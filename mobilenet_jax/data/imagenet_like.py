@@ -19,6 +19,7 @@ Generation is seeded: every run writes identical files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
@@ -106,6 +107,7 @@ class ImagenetLike(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def class_name(label: int) -> str:
+  """The folder and label name of class `label`: c00, c01, ..."""
   return f"c{label:02d}"
 
 
@@ -129,8 +131,11 @@ def prepare(out: str, num_train: int = 1024, num_val: int = 256,
   builder = ImagenetLike(data_dir=dirs[NAME], num_train=num_train, num_val=num_val,
                          num_classes=num_classes)
   if not builder.is_prepared():
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    tfds.disable_progress_bar()
+    # TFDS prints "Downloading and preparing ..." though nothing is downloaded.
+    with contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return dirs
 
 
