@@ -194,11 +194,14 @@ def test_file_deleted_during_the_run_is_named(tmp_path):
 def test_truncated_jpeg_in_training_is_named(tmp_path):
   # Training decodes JPEG crops with TensorFlow; a cut-short file must still reach
   # the per-file check (PIL) instead of failing TF's decoder without a name.
+  noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
   for split in ("train", "val"):
     for i in range(3):
-      _save(tmp_path / split / "cls" / f"{i}.jpg", "RGB", (64, 48), (9, 99, 9), "JPEG")
+      (tmp_path / split / "cls").mkdir(parents=True, exist_ok=True)
+      Image.fromarray(noise).save(tmp_path / split / "cls" / f"{i}.jpg", "JPEG")
   whole = (tmp_path / "train" / "cls" / "2.jpg").read_bytes()
-  (tmp_path / "train" / "cls" / "2.jpg").write_bytes(whole[:len(whole) // 2])
+  # Cut in the compressed data, well past the headers: TF's decoder would read them.
+  (tmp_path / "train" / "cls" / "2.jpg").write_bytes(whole[:len(whole) * 2 // 3])
   with pytest.raises(data.CorruptImageError, match=r"2\.jpg"):
     next(data.train_batches(_config(tmp_path), 3, seed=0, process_index=0,
                             process_count=1))
