@@ -80,6 +80,14 @@ def test_cmyk_and_png_keep_the_full_decode():
       np.testing.assert_allclose(image.reshape(-1, 3).mean(0), (200, 30, 30), atol=8)
 
 
+def test_jpeg_the_decoder_rejects_says_how_to_find_it():
+  error = tf.errors.InvalidArgumentError(
+      None, None, "jpeg::Uncompress failed. Invalid JPEG data or crop window.")
+  with pytest.raises(data.CorruptImageError, match="fused_decode_crop=False"):
+    decode.reraise_undecodable_jpeg(error)
+  decode.reraise_undecodable_jpeg(tf.errors.InvalidArgumentError(None, None, "other"))
+
+
 def _png(image: Image.Image) -> bytes:
   out = io.BytesIO()
   image.save(out, "PNG")

@@ -253,3 +253,17 @@ def reraise_corrupt(error: tf.errors.OpError) -> None:
   for line in str(error.message).splitlines():
     if marker in line:
       raise CorruptImageError(line.split(marker, 1)[1].strip()) from None
+
+
+def reraise_undecodable_jpeg(error: tf.errors.OpError) -> None:
+  """A CorruptImageError for TensorFlow's JPEG decoder failing inside tf.data.
+
+  Files that reach TF's decoder passed PIL's header check (folders) or TFDS's (prepared
+  datasets), so this is rare; TF does not say which file it was.
+  """
+  if "jpeg::Uncompress failed" in str(error.message):
+    raise CorruptImageError(
+        "TensorFlow's JPEG decoder rejected an image of the split (it does not say "
+        "which). Run again with --config.data.fused_decode_crop=False: every file is "
+        "then decoded by the per-file check, which names it (data.on_corrupt_image=skip "
+        "skips it).") from None

@@ -67,6 +67,7 @@ def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
       return
     except tf.errors.OpError as e:
       decode.reraise_corrupt(e)
+      decode.reraise_undecodable_jpeg(e)
       raise
     decode.raise_first_error(batch.pop("error"))
     yield batch
