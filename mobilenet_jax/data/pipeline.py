@@ -4,7 +4,9 @@ Training is a deterministic function of (seed, process, step): each epoch reshuf
 this process's share with a seed derived from (seed, process, epoch), and the
 augmentation of an example is keyed by (seed, process, epoch, index in epoch) through
 stateless ops. Resuming at step k therefore starts at epoch k // steps_per_epoch and
-skips the earlier records of that epoch before they are decoded.
+skips the earlier records of that epoch before they are decoded. Only the crop window
+of a JPEG is decoded (decode.py), unless data.fused_decode_crop is False or data.cache
+holds decoded images.
 
 Evaluation reads each example of the split exactly once over all processes, pads the
 last batch (mask 0.0) and gives every process the same number of batches.
