@@ -19,6 +19,8 @@ def pytest_configure(config):  # pylint: disable=unused-argument
   # subprocess (where the build would count against that test's timeouts).
   from mobilenet_jax.models.kernels import cpu_kernels  # pylint: disable=g-import-not-at-top
   cpu_kernels.available()
+  from mobilenet_jax.data import resize  # pylint: disable=g-import-not-at-top
+  resize.available()  # The input pipeline's C++ op, likewise.
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

@@ -142,3 +142,88 @@ def test_empty_train_folder_says_so(tmp_path):
   with pytest.raises(data.SplitNotFoundError,
                      match=r"no split 'train'.*train holds no image files"):
     data.get_dataset_info(_config(tmp_path))
+
+
+@pytest.fixture
+def folder_with_unreadable_files(tmp_path):
+  """Readable PNGs plus, in train/ and test/, a dangling link and a link loop."""
+  for split in ("train", "test"):
+    for i in range(4):
+      _save(tmp_path / split / "cls" / f"{i}.png", "RGB", (20, 20), (9, 9, 9), "PNG")
+    (tmp_path / split / "cls" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    loop = tmp_path / split / "cls" / "loop.jpg"
+    loop.symlink_to(loop)
+  return tmp_path
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_unreadable_file_names_the_file_and_the_fix(folder_with_unreadable_files, split):
+  config = _config(folder_with_unreadable_files, on_corrupt_image="error")
+  with pytest.raises(data.CorruptImageError) as excinfo:
+    if split == "train":
+      next(data.train_batches(config, 6, seed=0, process_index=0, process_count=1))
+    else:
+      list(data.eval_batches(config, 2, process_index=0, process_count=1))
+  message = str(excinfo.value)
+  assert "dangling.jpg" in message or "loop.jpg" in message
+  assert "on_corrupt_image=skip" in message and "\n" not in message
+
+
+def test_unreadable_files_are_skipped(folder_with_unreadable_files, caplog):
+  config = _config(folder_with_unreadable_files, on_corrupt_image="skip")
+  with caplog.at_level(logging.WARNING):
+    batches = list(data.eval_batches(config, 2, process_index=0, process_count=1))
+    batch = next(data.train_batches(config, 4, seed=0, process_index=0, process_count=1))
+  assert sum(b["mask"].sum() for b in batches) == 4  # 6 files, 2 unreadable.
+  assert batch["image"].shape == (4, 24, 24, 3)
+  warned = " ".join(record.getMessage() for record in caplog.records)
+  assert "dangling.jpg" in warned and "loop.jpg" in warned
+
+
+def test_file_deleted_during_the_run_is_named(tmp_path):
+  for split in ("train", "val"):
+    for i in range(3):
+      _save(tmp_path / split / "cls" / f"{i}.png", "RGB", (20, 20), (9, 9, 9), "PNG")
+  config = _config(tmp_path)
+  assert data.get_dataset_info(config).num_eval_examples == 3  # Listed now...
+  (tmp_path / "val" / "cls" / "1.png").unlink()  # ... deleted before it is read.
+  with pytest.raises(data.CorruptImageError, match=r"1\.png.*FileNotFoundError"):
+    list(data.eval_batches(config, 3, process_index=0, process_count=1))
+
+
+def test_truncated_jpeg_in_training_is_named(tmp_path):
+  # Training decodes JPEG crops with TensorFlow; a cut-short file must still reach
+  # the per-file check (PIL) instead of failing TF's decoder without a name.
+  noise = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+  for split in ("train", "val"):
+    for i in range(3):
+      (tmp_path / split / "cls").mkdir(parents=True, exist_ok=True)
+      Image.fromarray(noise).save(tmp_path / split / "cls" / f"{i}.jpg", "JPEG")
+  whole = (tmp_path / "train" / "cls" / "2.jpg").read_bytes()
+  # Cut in the compressed data, well past the headers: TF's decoder would read them.
+  (tmp_path / "train" / "cls" / "2.jpg").write_bytes(whole[:len(whole) * 2 // 3])
+  with pytest.raises(data.CorruptImageError, match=r"2\.jpg"):
+    next(data.train_batches(_config(tmp_path), 3, seed=0, process_index=0,
+                            process_count=1))
+
+
+def test_jpeg_extensions_people_use_are_images(tmp_path):
+  # Browsers save JPEGs as .jfif; cameras and old tools write .JPG, .jpe, .JPEG.
+  for split in ("train", "val"):
+    for cls, ext in (("a", ".jfif"), ("b", ".JPE"), ("c", ".JPEG"), ("d", ".pjpeg")):
+      for i in range(2):
+        _save(tmp_path / split / cls / f"{i}{ext}", "RGB", (30, 20), (9, 9, 9), "JPEG")
+  info = data.get_dataset_info(_config(tmp_path))
+  assert info.class_names == ("a", "b", "c", "d")
+  assert (info.num_train_examples, info.num_eval_examples) == (8, 8)
+
+
+def test_class_folder_without_image_files_names_them(tmp_path):
+  for split in ("train", "val"):
+    _save(tmp_path / split / "cat" / "0.png", "RGB", (20, 20), (9, 9, 9), "PNG")
+    (tmp_path / split / "dog").mkdir()
+    (tmp_path / split / "dog" / "0.heic").write_bytes(b"not read")
+    (tmp_path / split / "dog" / ".DS_Store").write_bytes(b"")
+  with pytest.raises(data.DatasetNotFoundError, match=r"dog holds no file with an image "
+                     r"extension \(0\.heic\).*\.jfif"):
+    data.get_dataset_info(_config(tmp_path))

@@ -52,7 +52,7 @@ def _tiny_spec(digests):
 
 def test_prepares_a_dataset_that_tfds_and_the_pipeline_read(tmp_path):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax import config_recipes as common  # pylint: disable=g-import-not-at-top
   from mobilenet_jax import data  # pylint: disable=g-import-not-at-top
   arrays, digests = _write_source(tmp_path / "src", np.random.default_rng(0))
   data_dir = str(tmp_path / "tfds")

@@ -49,7 +49,7 @@ def test_processes_that_wait_for_the_generation_read_the_splits(tmp_path):
   # the other's generation used to see no splits ("available splits: none").
   import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
   from tests import ckpt_helpers  # pylint: disable=g-import-not-at-top
-  code = ("import sys; from configs import common; from mobilenet_jax import data\n"
+  code = ("import sys; from mobilenet_jax import config_recipes as common; from mobilenet_jax import data\n"
           "c = common.data_config('shapes10/tiny', 32)\n"
           "c.data_dir, c.eval_split = sys.argv[1], 'test'\n"
           "print(data.get_dataset_info(c).num_train_examples)")

@@ -62,6 +62,7 @@ def test_short_run_evaluates_like_it_trains(pretrained):
   assert abs(raw - train_top1) < 0.10
   assert abs(ema - train_top1) < 0.10
   assert results["eval_split"] == "val" and results["final"]["raw"]["num_examples"] == 359
+  assert results["input_bound"]["bound"] in ("input", "step")
 
 
 def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_path):

@@ -80,7 +80,7 @@ def _identities(configs) -> set[str]:
 @pytest.mark.parametrize("name", sweeps.SWEEP_NAMES)
 def test_every_sweep_has_distinct_points_full_size_smoke_and_proxy(name, tmp_path):
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from mobilenet_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax.train import validation as config_validation  # pylint: disable=g-import-not-at-top
   points = sweeps.get_sweep(name).points
   assert len({p.name for p in points}) == len(points)
   assert len(_identities(p.build() for p in points)) == len(points)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import small_images
-from mobilenet_jax import config_validation
+from mobilenet_jax.train import validation as config_validation
 from mobilenet_jax.errors import ConfigError
 
 

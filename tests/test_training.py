@@ -16,7 +16,9 @@ def runs(shapes_tiny_dir, tmp_path_factory):
   root = tmp_path_factory.mktemp("runs")
   overrides = training_runs.tiny_overrides(shapes_tiny_dir)
   workdirs = {name: str(root / name) for name in ("one", "eight", "two_processes")}
-  training_runs.run_main(workdirs["one"], overrides, devices=1)
+  proc = training_runs.run_main(workdirs["one"], overrides, devices=1)
+  with open(os.path.join(workdirs["one"], "console.txt"), "w") as f:
+    f.write(proc.stdout)
   training_runs.run_main(workdirs["eight"], overrides, devices=8)
   training_runs.run_two_processes(workdirs["two_processes"], overrides, devices_each=4)
   return workdirs
@@ -49,6 +51,11 @@ def test_training_on_one_device_learns(runs):
   assert results["params"] > 0 and results["mult_adds"] > 0
   assert set(results["final"]) == {"raw", "ema"}
   assert results["final"]["raw"]["num_examples"] == 70
+  # Whether the input pipeline or the step bounds the run, in the console and stored.
+  with open(os.path.join(runs["one"], "console.txt")) as f:
+    lines = [line for line in f if line.startswith("input pipeline ")]
+  assert len(lines) == 1 and f"{results['input_bound']['bound']}-bound" in lines[0]
+  assert results["input_bound"]["steps_timed"] == 2
 
 
 def test_eight_devices_match_one(runs):

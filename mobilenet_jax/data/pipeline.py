@@ -4,7 +4,9 @@ Training is a deterministic function of (seed, process, step): each epoch reshuf
 this process's share with a seed derived from (seed, process, epoch), and the
 augmentation of an example is keyed by (seed, process, epoch, index in epoch) through
 stateless ops. Resuming at step k therefore starts at epoch k // steps_per_epoch and
-skips the earlier records of that epoch before they are decoded.
+skips the earlier records of that epoch before they are decoded. Only the crop window
+of a JPEG is decoded (decode.py), unless data.fused_decode_crop is False or data.cache
+holds decoded images.
 
 Evaluation reads each example of the split exactly once over all processes, pads the
 last batch (mask 0.0) and gives every process the same number of batches.
@@ -12,6 +14,7 @@ last batch (mask 0.0) and gives every process the same number of batches.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterator
 
@@ -53,7 +56,11 @@ def _options() -> tf.data.Options:
 
 
 def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-  """Iterates a batched dataset as numpy dicts, with readable corrupt-image errors."""
+  """Iterates a batched dataset as numpy dicts, with readable corrupt-image errors.
+
+  Examples carry "error" (decode.py): the first non-empty one stops the iteration
+  with a CorruptImageError naming its file.
+  """
   iterator = iter(ds.as_numpy_iterator())
   while True:
     try:
@@ -61,10 +68,13 @@ def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
     except StopIteration:
       return
     except tf.errors.OpError as error:
-      failure = decode.corrupt_image_error(error) or error
+      failure = (decode.corrupt_image_error(error)
+                 or decode.undecodable_jpeg_error(error) or error)
     else:
-      yield batch
-      continue
+      failure = decode.first_error(batch.pop("error"))
+      if failure is None:
+        yield batch
+        continue
     # Raised with neither the TF error's traceback nor the iterator: kept alive by
     # them, the iterator would be destroyed at interpreter shutdown, where its
     # destructor can wait forever on its prefetch threads (a corrupt eval image used
@@ -73,8 +83,50 @@ def _numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
     raise failure.with_traceback(None)
 
 
+def _corrupt_kept_or_dropped(ds: tf.data.Dataset, on_corrupt: str) -> tf.data.Dataset:
+  """Drops unreadable examples in "skip" mode; in "error" mode they go on (a 1x1
+  image and the message) to `_numpy_batches`, which raises."""
+  if on_corrupt == "skip":
+    return ds.filter(lambda ex: tf.equal(ex["error"], ""))
+  return ds
+
+
 def _fold(seed: tf.Tensor, value) -> tf.Tensor:
   return tf.random.experimental.stateless_fold_in(seed, tf.cast(value, tf.int64))
+
+
+def _train_preprocess_fn(data_config, source, decoded):
+  """(example seed, record) -> {"image", "label", "error"}: the training crop, resize
+  and flip. Inception-style crops decode only the crop window of a JPEG (unless
+  `data.fused_decode_crop` is off or the decoded images are cached); small images
+  (`data.train_crop="pad"`, configs/small_images.py) are padded, then cropped."""
+  on_corrupt = data_config.on_corrupt_image
+  pad = data_config.get("train_crop", "inception") == "pad"
+  fused = data_config.get("fused_decode_crop", True) and not data_config.cache
+
+  def preprocess(example_seed, record):
+    label = tf.cast(record["label"], tf.int32)
+    if pad:
+      example = record if data_config.cache else decoded(record)
+      image = preprocessing.pad_crop_preprocess(
+          example["image"], example_seed, data_config.image_size,
+          pad_fraction=data_config.pad_fraction, random_flip=data_config.random_flip)
+      return {"image": image, "label": label, "error": example["error"]}
+    crop_seed, flip_seed = preprocessing.split_seed(example_seed)
+    window = functools.partial(preprocessing.crop_window, crop_seed=crop_seed,
+                               area_range=data_config.crop_area_range,
+                               aspect_range=data_config.crop_aspect_range)
+    if fused:  # Decodes only the crop of a JPEG.
+      crop, error = source.decode_and_crop(record, on_corrupt, window)
+    else:
+      example = record if data_config.cache else decoded(record)
+      begin, size = window(tf.shape(example["image"]))
+      crop, error = tf.slice(example["image"], begin, size), example["error"]
+    image = preprocessing.finish_train_crop(crop, flip_seed, data_config.image_size,
+                                            data_config.random_flip)
+    return {"image": image, "label": label, "error": error}
+
+  return preprocess
 
 
 def train_dataset(data_config, global_batch_size: int, seed: int, start_step: int = 0,
@@ -102,8 +154,8 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
   base_seed = _fold(tf.constant([seed, 0], tf.int64), index)
 
   def decoded(record):
-    image, ok = source.decode(record, on_corrupt)
-    return {"image": image, "label": record["label"], "ok": ok}
+    image, error = source.decode(record, on_corrupt)
+    return {"image": image, "label": record["label"], "error": error}
 
   records = source.records(local_split)
   if data_config.cache:
@@ -126,25 +178,10 @@ def train_dataset(data_config, global_batch_size: int, seed: int, start_step: in
                          tf.constant(0, tf.int64)))
     return ds.map(lambda i, r: (_fold(epoch_seed, i), r))
 
-  def preprocess(example_seed, record):
-    example = record if data_config.cache else decoded(record)
-    if data_config.get("train_crop", "inception") == "pad":
-      image = preprocessing.pad_crop_preprocess(
-          example["image"], example_seed, data_config.image_size,
-          pad_fraction=data_config.pad_fraction, random_flip=data_config.random_flip)
-    else:
-      image = preprocessing.train_preprocess(
-          example["image"], example_seed, data_config.image_size,
-          area_range=data_config.crop_area_range,
-          aspect_range=data_config.crop_aspect_range,
-          random_flip=data_config.random_flip)
-    return {"image": image, "label": tf.cast(example["label"], tf.int32),
-            "ok": example["ok"]}
-
+  preprocess = _train_preprocess_fn(data_config, source, decoded)
   ds = tf.data.Dataset.range(first_epoch, _MAX_EPOCHS).flat_map(epoch)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.filter(lambda ex: ex["ok"])  # Only "skip" mode ever drops an example.
-  ds = ds.map(lambda ex: {"image": ex["image"], "label": ex["label"]})
+  ds = _corrupt_kept_or_dropped(ds, on_corrupt)
   ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options())
 
@@ -165,20 +202,19 @@ def eval_dataset(data_config, global_batch_size: int, split: str | None = None,
   size = data_config.image_size
 
   def preprocess(record):
-    image, ok = source.decode(record, data_config.on_corrupt_image)
+    image, error = source.decode(record, data_config.on_corrupt_image)
     image = preprocessing.eval_preprocess(image, size, data_config.eval_crop_fraction)
     return {"image": image, "label": tf.cast(record["label"], tf.int32),
-            "mask": tf.constant(1.0, tf.float32), "ok": ok}
+            "mask": tf.constant(1.0, tf.float32), "error": error}
 
   ds = source.records(local_split).map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.filter(lambda ex: ex["ok"])
-  ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "ok"})
+  ds = _corrupt_kept_or_dropped(ds, data_config.on_corrupt_image)
   # No `data.cache` here: every evaluation builds this dataset anew, so a cache would
   # never be read back (and TF warns when `take` leaves one partly filled).
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros([size, size, 3], tf.float32),
       "label": tf.constant(0, tf.int32),
-      "mask": tf.constant(0.0, tf.float32)}).repeat()
+      "mask": tf.constant(0.0, tf.float32), "error": tf.constant("")}).repeat()
   ds = ds.concatenate(padding).take(num_batches * batch)
   ds = ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return ds.with_options(_options())

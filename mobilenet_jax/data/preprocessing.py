@@ -12,7 +12,11 @@ Keras MobileNets expect.
 
 from __future__ import annotations
 
+from mobilenet_jax.data import resize
 from mobilenet_jax.data._tf import tf
+
+
+_DIVISOR, _OFFSET = 127.5, -1.0  # [0, 255] to [-1, 1], as `normalize`.
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -20,11 +24,45 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def _resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
+def split_seed(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """(crop seed, flip seed) of an example's stateless seed."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  return crop_seed, flip_seed
+
+
+def crop_window(shape: tf.Tensor, crop_seed: tf.Tensor, area_range=(0.25, 1.0),
+                aspect_range=(3 / 4, 4 / 3)) -> tuple[tf.Tensor, tf.Tensor]:
+  """(begin, size), as for tf.slice, of the random crop of an image of `shape`.
+
+  Inception-style: a random area fraction and aspect ratio. Only the height and width
+  of `shape` ([H, W, C]) count, so a JPEG's encoded shape gives the window its full
+  decode would get: the same seed, the same window.
+  """
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape,
+      bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
+      seed=crop_seed,
+      min_object_covered=0.1,  # Inception; area_range is the binding limit here.
+      aspect_ratio_range=tuple(aspect_range),
+      area_range=tuple(area_range),
+      max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return begin, size
+
+
+def finish_train_crop(crop: tf.Tensor, flip_seed: tf.Tensor, image_size: int,
+                      random_flip: bool = True) -> tf.Tensor:
+  """Resize + flip of a uint8 crop; float32 [S, S, 3] in [-1, 1].
+
+  The flip is tf.image.stateless_random_flip_left_right's draw, done in the resize.
+  """
+  flip = False
+  if random_flip:
+    flip = tf.random.stateless_uniform([], flip_seed, minval=0, maxval=1.0) < 0.5
   # Antialiasing matters when shrinking (ImageNet photos, 64px shapes to 32px).
-  image = tf.image.resize(image, [image_size, image_size], method="bilinear",
-                          antialias=True)
-  return tf.clip_by_value(image, 0.0, 255.0)
+  image = resize.resize_antialiased(crop, [image_size, image_size], flip=flip,
+                                    divisor=_DIVISOR, offset=_OFFSET)
+  return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def train_preprocess(image: tf.Tensor, seed: tf.Tensor, image_size: int,
@@ -33,23 +71,13 @@ def train_preprocess(image: tf.Tensor, seed: tf.Tensor, image_size: int,
   """Random crop + resize + flip of a uint8 [H, W, 3] image; float32 [S, S, 3].
 
   `seed` is a stateless seed (int32/int64 [2]): the same seed, the same crop and flip.
+  The pipeline's fused path (decode.decode_and_crop_*) gives the same crop with
+  `crop_window` and `finish_train_crop`.
   """
-  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image),
-      bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4]),
-      seed=crop_seed,
-      min_object_covered=0.1,  # Inception; area_range is the binding limit here.
-      aspect_ratio_range=tuple(aspect_range),
-      area_range=tuple(area_range),
-      max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
-  image = tf.slice(image, begin, size)
-  image = _resize(image, image_size)
-  if random_flip:
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
-  image = normalize(image)
-  return tf.ensure_shape(image, [image_size, image_size, 3])
+  crop_seed, flip_seed = split_seed(seed)
+  begin, size = crop_window(tf.shape(image), crop_seed, area_range, aspect_range)
+  return finish_train_crop(tf.slice(image, begin, size), flip_seed, image_size,
+                           random_flip)
 
 
 def pad_crop_preprocess(image: tf.Tensor, seed: tf.Tensor, image_size: int,
@@ -58,7 +86,9 @@ def pad_crop_preprocess(image: tf.Tensor, seed: tf.Tensor, image_size: int,
   """Resize to S x S, zero-pad by `pad_fraction` x S on each side, random S x S crop,
   flip; float32 [S, S, 3]. (CIFAR's 4 px at 32 px is pad_fraction 0.125.)"""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  image = _resize(image, image_size)
+  # Antialiasing matters when shrinking; TF's op here: small images are cheap.
+  image = tf.clip_by_value(tf.image.resize(image, [image_size, image_size],
+                                           method="bilinear", antialias=True), 0.0, 255.0)
   pad = int(round(pad_fraction * image_size))
   image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])  # Black, as the border.
   image = tf.image.stateless_random_crop(image, [image_size, image_size, 3],
@@ -75,9 +105,8 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
 
   The image is resized (aspect kept) so that its shorter side is S / crop_fraction,
   then the central S x S is cut: the crop covers `crop_fraction` of the shorter side
-  (TF-slim's eval preprocessing, central_fraction=0.875). Resizing
-  first matters for small images: cropping
-  first rounds the crop to whole source pixels and its offset up, so an 8x8 digit
+  (TF-slim's eval preprocessing, central_fraction=0.875). Resizing first matters for
+  small images: cropping first rounds the crop to whole source pixels and its offset up, so an 8x8 digit
   lost its top row and left column (a 7x7 crop at (1, 1)), a view training rarely
   shows (TF's crop sampler keeps offset 0 at such sizes); that cost 25-35 points of
   top-1 on scikit-learn's digits. Here the crop is exactly central.
@@ -95,12 +124,11 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
     return image_size + 2 * tf.maximum(margin, 0)
 
   new_height, new_width = resized(height), resized(width)
-  image = tf.image.resize(image, [new_height, new_width], method="bilinear",
-                          antialias=True)
+  image = resize.resize_antialiased(image, tf.stack([new_height, new_width]),
+                                    divisor=_DIVISOR, offset=_OFFSET)
   image = tf.image.crop_to_bounding_box(image, (new_height - image_size) // 2,
                                         (new_width - image_size) // 2, image_size,
                                         image_size)
-  image = normalize(tf.clip_by_value(image, 0.0, 255.0))
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 

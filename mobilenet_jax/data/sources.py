@@ -31,7 +31,9 @@ from mobilenet_jax.data.errors import MissingClassError
 from mobilenet_jax.data.errors import SplitNotFoundError
 
 IMAGE_FOLDER = "image_folder"
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Compared in lower case. JPEG goes by several names (.jfif from browsers, .jpe).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".png", ".bmp",
+                    ".gif", ".webp", ".tif", ".tiff")
 # When a split named like the key is absent, the first present alternative is used,
 # so the default eval split "validation" works for datasets with "val" or "test".
 _SPLIT_ALIASES = {"validation": ("val", "test"), "val": ("validation", "test")}
@@ -93,7 +95,15 @@ class Source(abc.ABC):
 
   @abc.abstractmethod
   def decode(self, record, on_corrupt: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """(RGB uint8 image, ok) for one record; see decode.py."""
+    """(RGB uint8 image, error message or "") for one record; see decode.py."""
+
+  def decode_and_crop(self, record, on_corrupt: str, window
+                      ) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the crop `window(shape)` gives of the RGB uint8 image, error message or "");
+    sources whose records hold JPEGs decode only that window."""
+    image, error = self.decode(record, on_corrupt)
+    begin, size = window(tf.shape(image))
+    return tf.slice(image, begin, size), error
 
 
 class TfdsSource(Source):
@@ -130,7 +140,12 @@ class TfdsSource(Source):
 
   def decode(self, record, on_corrupt):
     del on_corrupt  # TFDS validated the images when it prepared the dataset.
-    return decode.decode_fast(record["encoded"], record["name"]), tf.constant(True)
+    return decode.decode_fast(record["encoded"], record["name"]), tf.constant("")
+
+  def decode_and_crop(self, record, on_corrupt, window):
+    del on_corrupt
+    return (decode.decode_and_crop_fast(record["encoded"], record["name"], window),
+            tf.constant(""))
 
 
 class ImageFolderSource(Source):
@@ -155,9 +170,7 @@ class ImageFolderSource(Source):
         label = label.rstrip("/")
         class_dir = os.path.join(split_dir, label)
         if tf.io.gfile.isdir(class_dir):
-          files += [(os.path.join(class_dir, f), label)
-                    for f in sorted(tf.io.gfile.listdir(class_dir))
-                    if f.lower().endswith(_IMAGE_EXTENSIONS)]
+          files += [(path, label) for path in _image_files(class_dir)]
       if files:
         # A fixed shuffle (as TFDS ImageFolder does) so that slices such as
         # "train[:10%]" and per-process shares mix classes.
@@ -182,11 +195,22 @@ class ImageFolderSource(Source):
         labels.append(label_ids[label])
     ds = tf.data.Dataset.from_tensor_slices(
         {"name": tf.constant(paths, tf.string), "label": tf.constant(labels, tf.int64)})
-    return ds.map(lambda r: {**r, "encoded": tf.io.read_file(r["name"])},
-                  num_parallel_calls=tf.data.AUTOTUNE)
+
+    def read(record):
+      # Read in Python, not by tf.io.read_file: a file the OS cannot read is then
+      # reported by name (per data.on_corrupt_image) instead of failing the pipeline.
+      encoded, read_error = decode.read_file(record["name"])
+      return {**record, "encoded": encoded, "read_error": read_error}
+
+    return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
   def decode(self, record, on_corrupt):
-    return decode.decode_checked(record["encoded"], record["name"], on_corrupt)
+    return decode.decode_checked(record["encoded"], record["name"], on_corrupt,
+                                 record["read_error"])
+
+  def decode_and_crop(self, record, on_corrupt, window):
+    return decode.decode_and_crop_checked(record["encoded"], record["name"], on_corrupt,
+                                          record["read_error"], window)
 
   def _absent_split_hint(self, split: str) -> str:
     folder = os.path.join(self._root, split)
@@ -200,6 +224,25 @@ class ImageFolderSource(Source):
       start, end = self._bounds(inst)
       present.update(label for _, label in self._files[inst.splitname][start:end])
     return [c for c in self.class_names if c not in present]
+
+
+def _image_files(class_dir: str) -> list[str]:
+  """The image files of one class folder, sorted; DatasetNotFoundError if the folder
+  holds files but none with an image extension (they would vanish silently, and the
+  class with them)."""
+  names = sorted(n for n in tf.io.gfile.listdir(class_dir)
+                 if not n.startswith(".") and not n.endswith("/"))
+  images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+  if names and not images:
+    others = [n for n in names if not tf.io.gfile.isdir(os.path.join(class_dir, n))]
+    if others:
+      shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more"
+                                       if len(others) > 3 else "")
+      raise DatasetNotFoundError(
+          f"Image folder dataset: {class_dir} holds no file with an image extension "
+          f"({shown}); accepted: {' '.join(IMAGE_EXTENSIONS)} (any case). Rename or "
+          "convert the images, or move the folder out of the split.")
+  return [os.path.join(class_dir, n) for n in images]
 
 
 def check_train_classes(source: Source, data_config) -> None:

@@ -19,6 +19,7 @@ from mobilenet_jax.errors import CheckpointError
 # parameters, same math), where the data lives, and bookkeeping cadences.
 NON_IDENTITY_KEYS = frozenset({
     "model.depthwise_impl", "model.pointwise_impl", "data.data_dir",
+    "data.fused_decode_crop",  # The same crops, decoded the faster way.
     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "keep_best_checkpoint", "eval_every_steps", "eval_batch_size"})
 # Model entries a checkpoint and the run resuming it may disagree on: same parameters,

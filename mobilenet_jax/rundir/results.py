@@ -51,12 +51,15 @@ class Results:
   process_count: int
   platform: str
   eval_split: str = ""  # The split `final` was measured on, as the data pipeline named it.
+  # Per-host input pipeline and train step rates at the start of the run and which one
+  # bounds it (train/input_bound.py); None in files written before it was measured.
+  input_bound: dict | None = None
   schema_version: int = SCHEMA_VERSION
 
   @classmethod
   def of_run(cls, config: ml_collections.ConfigDict, final: Mapping[str, Mapping],
              steps: int, costs, wall_time_s: float, train_images_per_sec: float,
-             eval_split: str = "") -> "Results":
+             eval_split: str = "", input_bound: dict | None = None) -> "Results":
     """The results of the run of `config` that just finished in this process."""
     return cls(config=identity.config_dict(config),
                final={k: EvalMetrics(**dict(v)) for k, v in final.items()},
@@ -64,7 +67,8 @@ class Results:
                trainable_params=costs.trainable_params, wall_time_s=wall_time_s,
                train_images_per_sec=train_images_per_sec,
                device_count=jax.device_count(), process_count=jax.process_count(),
-               platform=jax.default_backend(), eval_split=eval_split)
+               platform=jax.default_backend(), eval_split=eval_split,
+               input_bound=input_bound)
 
   @property
   def top1(self) -> tuple[float, str]:
@@ -92,7 +96,8 @@ class Results:
       raise ResultsError(f"{source} has results schema version {version}; this code "
                          f"reads version {SCHEMA_VERSION}.")
     names = [f.name for f in dataclasses.fields(cls)]
-    # Fields with a default (eval_split, schema_version) may be absent from older files.
+    # Fields with a default (eval_split, input_bound, schema_version) may be absent
+    # from older files.
     missing = [f.name for f in dataclasses.fields(cls)
                if f.name not in data and f.default is dataclasses.MISSING]
     if missing:

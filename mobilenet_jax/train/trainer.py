@@ -26,8 +26,8 @@ from mobilenet_jax.errors import ConfigError, TrainingDivergedError
 from mobilenet_jax.rundir import checkpointer as checkpointer_lib
 from mobilenet_jax.rundir import results as results_lib
 from mobilenet_jax.rundir.lock import RunLock
-from mobilenet_jax.train import (batchnorm, optimizers, preemption, run_plan, sharding,
-                                 transfer, validation)
+from mobilenet_jax.train import (batchnorm, input_bound, optimizers, preemption,
+                                 run_plan, sharding, transfer, validation)
 from mobilenet_jax.train.evaluation import evaluate
 from mobilenet_jax.train.metrics_logging import MetricsLogger, Progress, ProgressLine
 from mobilenet_jax.train.state import create_train_state
@@ -149,18 +149,21 @@ def _save_and_evaluate(run: _Run, state, step: int, *, save: bool, evaluate_now:
   return evaluation
 
 
-def _train_loop(run: _Run, state, logger, progress, guard) -> tuple[Any, dict, bool]:
+def _train_loop(run: _Run, state, logger, progress, guard,
+                feed: input_bound.FeedCheck) -> tuple[Any, dict, bool]:
   """Trains from `state.step` to the last step: logs, evaluates and checkpoints.
 
   Returns (state, the last evaluation or {} if none ran, whether a stop request
-  (SIGTERM, Ctrl-C) ended the run early; its checkpoint is then saved).
+  (SIGTERM, Ctrl-C) ended the run early; its checkpoint is then saved). `feed` says,
+  from the first steps, whether the input pipeline or the step bounds the run.
   """
   config, start_step, total_steps = run.config, int(state.step), run.total_steps
   console = ProgressLine(total_steps)
   pending: list[tuple[int, dict]] = []
   final_metrics = {}
-  batches = data.train_batches(config.data, config.global_batch_size, config.seed,
+  pipeline = data.train_batches(config.data, config.global_batch_size, config.seed,
                                start_step)
+  batches = feed.wrap(pipeline, total_steps - start_step)
   try:
     for step in range(start_step + 1, total_steps + 1):
       state, metrics = run.train_step(state,
@@ -168,6 +171,8 @@ def _train_loop(run: _Run, state, logger, progress, guard) -> tuple[Any, dict, b
       if step == start_step + 1:  # Compiled: time the steps after this one.
         jax.block_until_ready(metrics)
         progress.start_timing(step)
+      if (measured := feed.after_step(step - start_step, metrics)) is not None:
+        console.message(measured.line())
       pending.append((step, metrics))
       is_last = step == total_steps
       if step % config.log_every_steps == 0 or is_last:
@@ -190,7 +195,7 @@ def _train_loop(run: _Run, state, logger, progress, guard) -> tuple[Any, dict, b
       if stop and not is_last:
         return state, final_metrics, True
   finally:
-    batches.close()  # Ends its prefetch threads now, not at interpreter exit.
+    pipeline.close()  # Ends its prefetch threads now, not at interpreter exit.
   return state, final_metrics, False
 
 
@@ -253,9 +258,12 @@ def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict
                run.config.model.name, run.total_steps, run.steps_per_epoch, start_step,
                jax.device_count())
   progress = Progress(start_step, run.total_steps, run.config.global_batch_size)
+  feed = input_bound.FeedCheck(run.config.global_batch_size // jax.process_count(),
+                               jax.default_backend())
   try:
     with preemption.PreemptionGuard((signal.SIGTERM, signal.SIGINT)) as guard:
-      state, final_metrics, stopped = _train_loop(run, state, logger, progress, guard)
+      state, final_metrics, stopped = _train_loop(run, state, logger, progress,
+                                                  guard, feed)
     if stopped:
       return _stopped_early(run, state, guard, workdir)
     if not final_metrics:  # The workdir held a finished run: report on it again.
@@ -272,7 +280,8 @@ def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict
       run.config, final_metrics, run.total_steps,
       costs.count_costs(run.model, run.config.data.image_size),
       eval_split=data.resolve_split(run.config.data, run.config.data.eval_split),
-      wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec)
+      wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec,
+      input_bound=feed.result and feed.result.to_json())
   if jax.process_index() == 0:
     results_lib.write_results(workdir, results)
   return results.to_json()

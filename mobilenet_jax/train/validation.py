@@ -91,6 +91,7 @@ def _data(p: _Problems) -> None:
   if p.get("data.train_crop") == "pad":
     p.number("data.pad_fraction", 0.0, 0.5)
   p.flag("data.cache")
+  p.flag("data.fused_decode_crop", True)
   p.choice("data.on_corrupt_image", data.ON_CORRUPT_MODES)
   p.choice("data.classes_without_train_images", data.MISSING_CLASS_MODES, "warn")
 
