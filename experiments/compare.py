@@ -39,6 +39,7 @@ from etils import epath
 
 from mobilenet_jax import cli
 from mobilenet_jax.rundir import identity as run_identity
+from mobilenet_jax.rundir import layout
 
 from . import aggregate, claims as claims_lib, figures, paper, references
 from . import results as results_lib, sweeps
@@ -150,7 +151,8 @@ def _notes(points, marks) -> list[str]:
                  "down) or a proxy run (--proxy, its resolution mapped onto the proxy "
                  "dataset); its Mult-Adds and params are its own.")
   if not points:
-    notes.append("No finished runs (no */results.json that parses) under the root.")
+    notes.append(f"No finished runs (no */{layout.RESULTS_FILE} that parses) under the "
+                 "root.")
   return notes
 
 
@@ -208,7 +210,8 @@ def recipe_table(points: list[PointResult]
                  "batch / 16, a few dozen steps; experiments/smoke.py). They show the "
                  "plumbing and the sweep's shape, not ImageNet accuracies.")
   if not points:
-    notes.append("No finished runs (no */results.json that parses) under the root.")
+    notes.append(f"No finished runs (no */{layout.RESULTS_FILE} that parses) under the "
+                 "root.")
   return table, columns, notes
 
 
@@ -309,7 +312,7 @@ def written_files(out: str) -> list[str]:
 
 def define_flags() -> None:
   """The flags of `mobilenet-compare`."""
-  cli.define_root("The sweep's root: ROOT/<run>/results.json.")
+  cli.define_root(f"The sweep's root: ROOT/<run>/{layout.RESULTS_FILE}.")
   flags.DEFINE_string("out", None, "Where the table and plots go; default ROOT.")
 
 
