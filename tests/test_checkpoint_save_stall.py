@@ -10,7 +10,7 @@ _SAVE = textwrap.dedent("""
     import jax
     from tests import ckpt_helpers as h
     from mobilenet_jax.rundir import checkpointer as checkpointing
-from mobilenet_jax.train import sharding
+    from mobilenet_jax.train import sharding
     cfg = h.config()
     state = h.model_state(cfg)
     state = jax.device_put(state, sharding.replicated(sharding.create_mesh()))

@@ -18,7 +18,7 @@ keras = pytest.importorskip("keras")
 import mobilenet_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mobilenet_jax import costs
 from mobilenet_jax import models
-from mobilenet_jax.errors import ConfigError
+from mobilenet_jax.errors import CheckpointError, ConfigError
 from mobilenet_jax.interop import from_keras
 from mobilenet_jax.interop.from_keras import KerasImportError
 from tests import ckpt_helpers as h
@@ -120,7 +120,7 @@ def test_run_directory_loads_like_a_trained_run(v1_small, tmp_path):
   assert config.imported_from.classes.startswith("1000: ImageNet classes")
   with pytest.raises(ConfigError, match="no moving average"):
     mobilenet_jax.load(workdir, ema=True)
-  with pytest.raises(KerasImportError, match="already holds a run"):
+  with pytest.raises(CheckpointError, match="already holds a run"):
     from_keras.import_keras_model(keras_model, "v1", 0.25, workdir)
 
 

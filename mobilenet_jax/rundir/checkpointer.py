@@ -187,11 +187,12 @@ class Checkpointer:
       return False
     bad = store.non_finite_report(state)
     if bad:
+      last = self.latest_step()
+      kept = f"last checkpoint: step {last}" if last is not None else "no checkpoint yet"
       raise TrainingDivergedError(
           f"the weights became NaN or infinite by step {step} ({bad}); that state "
-          f"was not saved (last checkpoint: step {self.latest_step()}). Lower the "
-          "learning rate (lr.base), enable gradient clipping (optimizer.grad_clip_norm) "
-          "or check the input data.")
+          f"was not saved ({kept}). Lower the learning rate (lr.base), enable gradient "
+          "clipping (optimizer.grad_clip_norm) or check the input data.")
     self.wait()  # A previous save's failure surfaces here, before another starts.
     self._pending_step = step
     args = ocp.args.Composite(**{
