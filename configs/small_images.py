@@ -28,10 +28,14 @@ A starting recipe: choosing it over seeds is item 2 of issue 18.
 
 import ml_collections
 
-from configs import common
-from configs import mobilenet_v1
-from configs import mobilenet_v2
+from mobilenet_jax import config_files
+from mobilenet_jax import config_recipes as common
 from mobilenet_jax.errors import ConfigError
+
+# The files beside this one, loaded by path: a clone and an installed copy
+# (mobilenet_jax/configs) both have them, and neither needs a package named `configs`.
+mobilenet_v1 = config_files.load_beside(__file__, "mobilenet_v1.py")
+mobilenet_v2 = config_files.load_beside(__file__, "mobilenet_v2.py")
 
 # TFDS datasets whose classes a mirror image changes or makes implausible.
 NO_FLIP = ("mnist", "emnist", "kmnist", "svhn_cropped", "binarized_mnist",

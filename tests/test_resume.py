@@ -73,7 +73,8 @@ def test_nan_loss_stops_with_one_message_and_no_bad_checkpoint(shapes_tiny_dir, 
   assert (message.startswith("error: the training loss became") and "at step" in message
           or "weights became NaN or infinite by step" in message), message
   assert "Traceback" not in proc.stderr
-  bad_step = int(message.split("at step ")[1].split(".")[0])
+  marker = "at step " if "at step " in message else "by step "
+  bad_step = int(message.split(marker)[1].split(" ")[0].split(".")[0])
   # Checkpoints exist only for steps before the loss went bad.
   assert all(s < bad_step for s in _saved_steps(workdir))
 

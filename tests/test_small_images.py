@@ -20,7 +20,7 @@ def test_config_honours_dataset_classes_and_flips():
   folder = small_images.get_config("dataset=image_folder,num_classes=7,model=v2,width=0.35")
   assert (folder.data.name, folder.model.num_classes, folder.model.name) == (
       "image_folder", 7, "mobilenet_v2")
-  config_validation.validate(config, None)
+  config_validation.validate(config)
   with pytest.raises(ConfigError, match="model='v3' must be v1 or v2"):
     small_images.get_config("model=v3")
   with pytest.raises(ConfigError, match="depth cannot be used here"):
