@@ -16,6 +16,7 @@ from mobilenet_jax.rundir import identity as run_identity
 from mobilenet_jax.rundir import layout
 from mobilenet_jax.rundir import results as run_results
 from tests import ckpt_helpers as h
+from tests import launch_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -243,19 +244,7 @@ def test_readme_smoke_command_and_a_seeded_proxy_dry_run(tmp_path):
                                "--config.seed=2")
 
 
-def _launch(*args, offline=False):
-  """Runs the launcher CLI; `offline`: every socket connection and DNS lookup fails."""
-  code = ("import runpy, socket, sys\n"
-          "def refuse(*a, **k): raise OSError('network use in a dry run')\n"
-          + ("socket.socket.connect = refuse; socket.getaddrinfo = refuse\n" if offline
-             else "")
-          + "sys.argv = ['launch'] + sys.argv[1:]\n"
-          "runpy.run_module('experiments.launch', run_name='__main__')\n")
-  result = subprocess.run([sys.executable, "-c", code, *args], cwd=h.REPO,
-                          env=dict(os.environ, PYTHONPATH=h.REPO, JAX_PLATFORMS="cpu"),
-                          capture_output=True, text=True, timeout=120)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
+_launch = launch_cli.run_launch
 
 
 def test_tpu_needs_a_shared_root(tmp_path):

@@ -22,23 +22,11 @@ import pytest
 from experiments import code_archive, launch, manifest, remote_env, sweeps
 from mobilenet_jax.rundir import layout, results as run_results
 from tests import ckpt_helpers as h
+from tests import launch_cli
 from tests import fake_cloud
 
 
-def _launch(*args, offline=False, env=None, status=0):
-  """Runs the launcher CLI; `offline`: every socket connection and DNS lookup fails."""
-  code = ("import runpy, socket, sys\n"
-          "def refuse(*a, **k): raise OSError('network use in a dry run')\n"
-          + ("socket.socket.connect = refuse; socket.getaddrinfo = refuse\n" if offline
-             else "")
-          + "sys.argv = ['launch'] + sys.argv[1:]\n"
-          "runpy.run_module('experiments.launch', run_name='__main__')\n")
-  result = subprocess.run([sys.executable, "-c", code, *args], cwd=h.REPO,
-                          env=dict(env or os.environ, PYTHONPATH=h.REPO,
-                                   JAX_PLATFORMS="cpu"),
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == status, result.stdout[-3000:] + result.stderr[-3000:]
-  return result
+_launch = launch_cli.run_launch
 
 
 def _one_error_line(result) -> str:
