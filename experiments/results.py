@@ -22,9 +22,6 @@ from mobilenet_jax.rundir import results as run_results
 from . import manifest as manifest_lib, sweeps
 
 PAPER_DATASET = "imagenet2012"
-# What makes a sub-folder of a root a run directory.
-_RUN_FILES = (layout.RESULTS_FILE, layout.METRICS_FILE, layout.LOG_FILE,
-              layout.CHECKPOINT_DIR)
 
 
 class RootError(UserError):
@@ -91,8 +88,7 @@ def load_root(root: str) -> Root:
                     "launched with (python -m experiments.launch --root=...).")
   manifest = _read_manifest(root)
   planned = {p["name"]: p for p in (manifest or {}).get("points", [])}
-  found = sorted(child.name for child in path.iterdir()
-                 if child.is_dir() and any((child / f).exists() for f in _RUN_FILES))
+  found = sorted(child.name for child in path.iterdir() if layout.is_run_dir(child))
   names = list(planned) + [n for n in found if n not in planned]
   if not names:
     raise RootError(f"--root={root} holds no runs (no run directories, no "

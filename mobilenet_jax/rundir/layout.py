@@ -55,6 +55,14 @@ def checkpoint_dir(workdir) -> str:
   return f"{str(workdir).rstrip('/')}/{CHECKPOINT_DIR}"
 
 
+def is_run_dir(workdir) -> bool:
+  """Whether `workdir` holds any of a run directory's files (a run, finished or not)."""
+  root = path(workdir)
+  return root.is_dir() and any(
+      (root / name).exists()
+      for name in (RESULTS_FILE, METRICS_FILE, LOG_FILE, CHECKPOINT_DIR))
+
+
 def step_dirs(workdir) -> list[int]:
   """The step numbers with a directory under checkpoints/ (committed or not read),
   ascending; [] if there is none. Cheap: lists one directory, opens nothing."""
