@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import sys
 import traceback
@@ -129,6 +130,8 @@ def run(main: Callable[[list[str]], None], define_flags: Callable[[], None],
   argv = list(sys.argv if argv is None else argv)
   if any(flag.name == "config" for flag in own):
     argv = config_files.resolve_argv(argv)
+  # JAX's TPU probe ("Unable to initialize backend 'tpu'") is noise on CPU and GPU.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   app.run(one_line_errors(main), argv=argv, flags_parser=parse_flags)
 
 

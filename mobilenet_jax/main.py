@@ -11,11 +11,10 @@ one line per log interval; `--verbosity=0` adds every library's INFO logs.
 Installed with pip, the same program is `mobilenet-train`.
 """
 
-import logging as py_logging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from mobilenet_jax import cli, console
 from mobilenet_jax.errors import ConfigError
@@ -76,8 +75,6 @@ def main(argv):
   from mobilenet_jax.train import validation  # pylint: disable=g-import-not-at-top
   validation.validate(FLAGS.config)
   console.load_tensorflow_quietly()
-  # The TPU-probe message of JAX's backend discovery is noise on CPU and GPU.
-  py_logging.getLogger("jax._src.xla_bridge").setLevel(py_logging.WARNING)
   from mobilenet_jax.train import preemption, trainer  # pylint: disable=g-import-not-at-top
   results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, validated=True)
   if results.get("signal") == "SIGINT":
