@@ -63,4 +63,7 @@ def model_config(arg):
   model.depthwise_impl = "auto"
   # 1x1 convolution implementation: "auto", "xla" or "dot" (models/layers.py).
   model.pointwise_impl = "auto"
+  # Full 3x3 convolution implementation: "auto", "xla" or "patches"
+  # (models/kernels/spatial_conv.py).
+  model.spatial_conv_impl = "auto"
   return model

@@ -59,8 +59,8 @@ class Proxy:
 PROXIES = {"fashion_mnist": Proxy("fashion_mnist", 10, 60_000, 10_000, 10.0)}
 
 # Epochs per sweep (see the module doc); others get DEFAULT_EPOCHS.
-EPOCHS = {"table4": 1.0, "table5": 8.0, "table6": 4.0, "table7": 1.5, "grid": 1.0,
-          "v2grid": 0.5}
+EPOCHS = {"table4": 1.0, "table5": 3.0, "table6": 1.5, "table7": 0.75, "grid": 0.5,
+          "v2grid": 0.25}
 DEFAULT_EPOCHS = 1.0
 
 

@@ -64,10 +64,11 @@ def _tf():
 
 def load_for_export(workdir: str, step: int | None = None, ema: bool = False):
   """(model, variables, config) of a run, the model built with the XLA depthwise and
-  1x1 convolutions (the ops a mobile runtime accelerates)."""
+  1x1 and 3x3 convolutions (the ops a mobile runtime accelerates)."""
   _, variables, config = restore.load(workdir, step=step, ema=ema)
   config.model.depthwise_impl = "xla"
   config.model.pointwise_impl = "xla"
+  config.model.spatial_conv_impl = "xla"
   return models.create(config.model), variables, config
 
 

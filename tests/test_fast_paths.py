@@ -1,5 +1,5 @@
-"""Every fast formulation of the depthwise and 1x1 convolutions and of BatchNorm equals
-the reference.
+"""Every fast formulation of the depthwise, 1x1 and full 3x3 convolutions and of
+BatchNorm equals the reference.
 
 The reference is XLA's convolution (grouped for depthwise, nn.Conv for 1x1) and
 autodiff of two-pass BatchNorm; each alternative must match it in values and in
@@ -20,7 +20,10 @@ from mobilenet_jax import models
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.models.kernels import batch_norm, batchnorm_ffi, cpu_kernels, depthwise
 from mobilenet_jax.models.kernels.pointwise import resolve_pointwise_impl
-from mobilenet_jax.models.layers import PointwiseConv
+from mobilenet_jax.models.kernels.spatial_conv import (conv_by_patches,
+                                                       resolve_spatial_conv_impl,
+                                                       use_patches)
+from mobilenet_jax.models.layers import PatchesConv, PointwiseConv
 
 FAST_DEPTHWISE = [name for name in depthwise.IMPLEMENTATIONS if name != "xla"]
 # (atol, rtol) per dtype: float32 tight, bfloat16 loose (8 bits of mantissa).
@@ -114,21 +117,54 @@ def test_pointwise_dot_matches_conv(dtype, batch):
   _assert_close(run(dot), run(conv), dtype)
 
 
+@pytest.mark.parametrize("strides", [1, 2])
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (7, 8), (6, 9)])  # Odd, even, tiny.
+def test_conv_by_patches_matches_xla_same_padding(strides, size):
+  x = jax.random.normal(jax.random.key(0), (2, *size, 5))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
+  xla = lambda a, k: jax.lax.conv_general_dilated(
+      a, k, (strides, strides), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _assert_close(_values_and_grads(lambda a, k: conv_by_patches(a, k, strides), x, kernel),
+                _values_and_grads(xla, x, kernel), jnp.float32)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_patches_conv_layer_matches_nn_conv(dtype):
+  # 4x4 at stride 2 takes the patches path, 8x8 at stride 1 XLA's: both must match.
+  for size, strides, channels in ((4, 2, 32), (8, 1, 6)):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, channels)).astype(dtype)
+    conv = nn.Conv(4, (3, 3), strides=strides, padding="SAME", use_bias=False,
+                   dtype=dtype, param_dtype=jnp.float32)
+    patches = PatchesConv(4, 3, strides, dtype)
+    params = conv.init(jax.random.key(1), x)["params"]
+    assert jax.tree.map(jnp.shape, patches.init(jax.random.key(1), x)["params"]) == \
+        jax.tree.map(jnp.shape, params)
+    run = lambda module: _values_and_grads(
+        lambda a, k: module.apply({"params": {"kernel": k}}, a), x, params["kernel"])
+    _assert_close(run(patches), run(conv), dtype)
+  assert use_patches(4, 32, 2) and use_patches(2, 512, 1)
+  assert not use_patches(8, 128, 1) and not use_patches(32, 3, 2)  # Stem: XLA's.
+
+
 def test_auto_picks_the_fast_paths_on_cpu_and_xla_elsewhere():
   assert depthwise.resolve_impl("auto", "cpu") == "ffi"
   assert resolve_pointwise_impl("auto", "cpu") == "dot"
+  assert resolve_spatial_conv_impl("auto", "cpu") == "patches"
   for backend in ("gpu", "tpu"):
     assert depthwise.resolve_impl("auto", backend) == "xla"
     assert resolve_pointwise_impl("auto", backend) == "xla"
+    assert resolve_spatial_conv_impl("auto", backend) == "xla"
   with pytest.raises(ConfigError, match="pointwise_impl"):
     resolve_pointwise_impl("fft")
 
 
-@pytest.mark.parametrize("module", [mobilenet_v1, mobilenet_v2])
-def test_fast_model_equals_reference_model(module):
-  config = module.get_config("width=0.25,res=32,num_classes=3")
+@pytest.mark.parametrize("module,arg", [(mobilenet_v1, ""), (mobilenet_v1, ",block=full_conv"),
+                                        (mobilenet_v2, "")])
+def test_fast_model_equals_reference_model(module, arg):
+  config = module.get_config("width=0.25,res=32,num_classes=3" + arg)
   fast = models.create(config.model)
   config.model.depthwise_impl = config.model.pointwise_impl = "xla"
+  config.model.spatial_conv_impl = "xla"
   reference = models.create(config.model)
   variables = models.init_variables(reference, jax.random.key(0))
   # Same parameter tree: checkpoints move between implementations.

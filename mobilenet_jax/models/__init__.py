@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.models.kernels.depthwise import resolve_impl
 from mobilenet_jax.models.kernels.pointwise import resolve_pointwise_impl
+from mobilenet_jax.models.kernels.spatial_conv import resolve_spatial_conv_impl
 from mobilenet_jax.models.layers import Ops, norm_factory
 from mobilenet_jax.models.mobilenet_v1 import MobileNetV1
 from mobilenet_jax.models.mobilenet_v2 import MobileNetV2
@@ -44,6 +45,8 @@ def create(model_config, bn_group_size: int = 0, frozen_bn: bool = False) -> nn.
   ops = Ops(
       depthwise=resolve_impl(model_config.get("depthwise_impl", "auto")),
       pointwise=resolve_pointwise_impl(model_config.get("pointwise_impl", "auto")),
+      spatial_conv=resolve_spatial_conv_impl(
+          model_config.get("spatial_conv_impl", "auto")),
       batch_norm=norm_factory(momentum, model_config.bn_epsilon, bn_group_size,
                               frozen_bn),
       dtype=DTYPES[model_config.get("dtype", "float32")],

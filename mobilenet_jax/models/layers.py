@@ -23,10 +23,13 @@ from mobilenet_jax.models.kernels.batch_norm import (ACTIVATIONS, batch_norm_inf
                                                      batch_norm_train)
 from mobilenet_jax.models.kernels.pointwise import (POINTWISE_IMPLS, pointwise_dot,
                                                     resolve_pointwise_impl)
+from mobilenet_jax.models.kernels.spatial_conv import (SPATIAL_CONV_IMPLS, conv_by_patches,
+                                                       resolve_spatial_conv_impl,
+                                                       use_patches)
 
 # Importable here for the config checks.
 __all__ = ["ACTIVATIONS", "POINTWISE_IMPLS", "KERNEL_INIT", "BatchNorm", "PointwiseConv",
-           "Ops", "ConvBN", "DepthwiseBN", "DepthwiseSeparable", "InvertedResidual",
+           "SPATIAL_CONV_IMPLS", "PatchesConv", "Ops", "ConvBN", "DepthwiseBN", "DepthwiseSeparable", "InvertedResidual",
            "norm_factory"]
 
 # TF-slim's MobileNet initializer.
@@ -110,27 +113,57 @@ class PointwiseConv(nn.Module):
     return pointwise_dot(x.astype(self.dtype), kernel)
 
 
+class PatchesConv(nn.Module):
+  """A 3x3 convolution without bias, TF "SAME" padding, computed as a product over
+  patches where XLA:CPU's convolution is slow (`spatial_conv.use_patches`).
+
+  The kernel keeps nn.Conv's (k, k, C_in, C_out) shape and name, as PointwiseConv's.
+  """
+
+  features: int
+  kernel_size: int = 3
+  strides: int = 1
+  dtype: Any = jnp.float32
+  kernel_init: Callable[..., jax.Array] = KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32).astype(self.dtype)
+    x = x.astype(self.dtype)
+    if use_patches(max(x.shape[1:3]), x.shape[-1], self.strides):
+      return conv_by_patches(x, kernel, self.strides)
+    return jax.lax.conv_general_dilated(x, kernel, (self.strides,) * 2, "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Ops:
   """How every layer of one network computes: built once (`models.create`), shared by
   all its blocks. None of the choices changes the parameter tree.
 
-  `depthwise` and `pointwise` name a formulation (`kernels.depthwise.IMPLEMENTATIONS`,
-  `POINTWISE_IMPLS`) or "auto", the backend's fastest; `batch_norm` builds the
+  `depthwise`, `pointwise` and `spatial_conv` (full 3x3 convolutions) name a
+  formulation (`kernels.depthwise.IMPLEMENTATIONS`, `POINTWISE_IMPLS`,
+  `SPATIAL_CONV_IMPLS`) or "auto", the backend's fastest; `batch_norm` builds the
   BatchNorm layers (`norm_factory`: momentum, epsilon, grouping, freezing); `dtype` is
   the compute dtype (parameters stay float32).
   """
 
   depthwise: str = "auto"
   pointwise: str = "auto"
+  spatial_conv: str = "auto"
   batch_norm: Callable[..., nn.Module] = BatchNorm
   dtype: Any = jnp.float32
 
   def conv(self, features: int, kernel_size: int, strides: int, name: str) -> nn.Module:
-    """A convolution without bias; a 1x1 at stride 1 is computed as `pointwise` says."""
+    """A convolution without bias; a 1x1 at stride 1 is computed as `pointwise` says,
+    a 3x3 as `spatial_conv` says."""
     if (kernel_size == 1 and strides == 1
         and resolve_pointwise_impl(self.pointwise) == "dot"):
       return PointwiseConv(features, self.dtype, name=name)
+    if kernel_size == 3 and resolve_spatial_conv_impl(self.spatial_conv) == "patches":
+      return PatchesConv(features, kernel_size, strides, self.dtype, name=name)
     return nn.Conv(features, (kernel_size, kernel_size), strides=strides, padding="SAME",
                    use_bias=False, kernel_init=KERNEL_INIT, dtype=self.dtype,
                    param_dtype=jnp.float32, name=name)

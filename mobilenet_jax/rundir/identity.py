@@ -18,13 +18,15 @@ from mobilenet_jax.errors import CheckpointError
 # Config entries that never change what a run computes: kernel choices (same
 # parameters, same math), where the data lives, and bookkeeping cadences.
 NON_IDENTITY_KEYS = frozenset({
-    "model.depthwise_impl", "model.pointwise_impl", "data.data_dir",
+    "model.depthwise_impl", "model.pointwise_impl", "model.spatial_conv_impl",
+    "data.data_dir",
     "data.fused_decode_crop",  # The same crops, decoded the faster way.
     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
     "keep_best_checkpoint", "eval_every_steps", "eval_batch_size"})
 # Model entries a checkpoint and the run resuming it may disagree on: same parameters,
 # other kernels. (Which other entries may differ: see `_structural_config`.)
 _RUNTIME_ONLY_MODEL_KEYS = ("model.depthwise_impl", "model.pointwise_impl",
+                            "model.spatial_conv_impl",
                             # Chosen from the run length when unset (train/batchnorm.py).
                             "model.bn_momentum")
 ARCHITECTURE_KEYS = ("model.name", "model.width", "model.depth", "model.block",

@@ -107,6 +107,7 @@ def _model(p: _Problems) -> None:
   p.number("model.bn_epsilon", 0.0, low_open=True)
   p.choice("model.depthwise_impl", ("auto", *depthwise.IMPLEMENTATIONS), "auto")
   p.choice("model.pointwise_impl", ("auto", *layers.POINTWISE_IMPLS), "auto")
+  p.choice("model.spatial_conv_impl", ("auto", *layers.SPATIAL_CONV_IMPLS), "auto")
   if p.get("model.name") == "mobilenet_v1":
     p.choice("model.depth", mobilenet_v1.DEPTHS)
     p.choice("model.block", mobilenet_v1.BLOCKS)
