@@ -3,14 +3,16 @@ evaluation, per point, from a cost model measured on this project's 2-core CPU.
 
 All of it is CPU-bound, and the CPU is shared: the model's seconds are those at a load
 average of 6 (counting our own runs), scaled by `load_factor` to the load now plus
-the ~2 cores our runs take. Fitted (2026-12-06) to seven measurements here, each
+the ~2 cores our runs take. Fitted (2026-12-06) to measurements here, each
 within 1.45x of its estimate at its own load:
 - the Table 6 smoke sweep at --parallel=2 (V1 widths 1-0.25 at 40 px, 3,840 training
   and 2 x 1,000 evaluation images a point): 360 s with an empty compilation cache
   (load ~8), 220 s with a filled one (load ~9);
 - the Table 4 full-convolution smoke point (225M Mult-Adds at 40 px), 640 training
-  images: 728 s alone (load ~5.5); full convolutions train ~25x slower per Mult-Add
-  than separable ones on this CPU (2.0 images/s);
+  images: 728 s alone (load ~5.5, 2.0 images/s) while XLA:CPU computed its
+  convolutions; as products over patches (models/kernels/spatial_conv.py) V1 1.0
+  full-conv at 32 px (99M Mult-Adds) trains at 241 images/s (load ~3.5) against
+  separable's (12M) 490 at load ~7: about separable's cost per Mult-Add;
 - the Table 5 proxy, 2 seeds of 0.5 epochs at 32 px, --parallel=2: 230 s (load 5-9);
 - the trainer alone on Fashion-MNIST, batch 128: V1 1.0 at 32 px 455 images/s, at
   56 px 213, V1 0.25 at 32 px 2,086.
@@ -33,9 +35,10 @@ STARTUP_S = 30.0  # Imports, dataset, init.
 COMPILE_S = {"mobilenet_v1": 55.0, "mobilenet_v2": 86.0}  # V2: V1 x 250/160, as before.
 COMPILE_CACHED_S = 10.0
 COMPILE_PER_WORKER_S = 2.0  # vmapped virtual workers compile into a larger step.
-# Training seconds per image per million forward Mult-Adds; full convolutions 25x.
-TRAIN_S_PER_MMAC = {"separable": 0.08e-3, "full_conv": 2.0e-3}
-EVAL_FRACTION = {"separable": 1 / 3, "full_conv": 1 / 5}  # Of a training image's.
+# Training seconds per image per million forward Mult-Adds (full convolutions as
+# products over patches: models/kernels/spatial_conv.py).
+TRAIN_S_PER_MMAC = {"separable": 0.08e-3, "full_conv": 0.065e-3}
+EVAL_FRACTION = {"separable": 1 / 3, "full_conv": 1 / 3}  # Of a training image's.
 SECONDS_PER_IMAGE = 0.1e-3  # Per training image, on top of the arithmetic.
 SECONDS_PER_STEP = 0.04
 SECONDS_PER_CACHED_IMAGE = 0.2e-3  # Decoding the train split into the cache.
