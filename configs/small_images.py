@@ -23,7 +23,13 @@ Fashion-MNIST about 5 points: 77.9% in 3 epochs, 82.7% with lighter crops; issue
   no label smoothing: configs/default.py's short-run recipe, which learns a few
   epochs faster than TF1 RMSprop with staircase decay.
 - Decoded images cached in memory (28x28x3 x 60,000 is 141 MB) and shuffled whole.
-A starting recipe: choosing it over seeds is item 2 of issue 18.
+
+What one epoch of V1 0.25 at 32 px on Fashion-MNIST reached with other choices
+(2026-12-06, one seed each, test top-1): this recipe 76.5%; no clipping 76.4%;
+lr.base 0.1 76.7% and 1.2 76.0%; AdamW at 0.008 per 256 images 78.1%; He-initialized
+depthwise kernels (std 0.47 instead of 0.09) no faster over the first 100 steps. None
+moves the first epoch by more than a seed does, so the recipe stays; what limits a
+short run is how many steps it takes, not these settings.
 """
 
 import ml_collections
