@@ -5,7 +5,7 @@ the same network), smoke mode keeps what makes the points differ: width, depth, 
 resolution *ratios* and every recipe setting stay; only these shrink, as extra
 `--config.*` overrides after the point's own:
 
-  data         the built-in shapes10 (10 classes, 10,000 train / 5,000 test images)
+  data         the built-in shapes10 (10 classes, 10,000 train / 2,000 test images)
   resolution   32 + (r - 96) / 16 (224 -> 40, 192 -> 38, 160 -> 36, 128 -> 34,
                96 -> 32): every paper resolution distinct, in the paper's order, and
                at least the 32 px the models accept, at most 1.6x the cost of 32 px

@@ -35,7 +35,7 @@ def test_generation_is_deterministic(shapes_tiny_dir, tmp_path):
 
 def test_default_config_is_balanced_and_seeded():
   default = builtin_shapes.Shapes10.builder_configs["default"]
-  assert (default.train_per_class, default.test_per_class) == (1000, 500)
+  assert (default.train_per_class, default.test_per_class) == (1000, 200)
   assert len(shapes_render.CLASS_NAMES) == 10
   draw = lambda seed: shapes_render.render(3, 64, np.random.default_rng(seed))
   first = draw((0, 0, 3, 5))
