@@ -19,19 +19,21 @@ Why: a common factor keeps every ratio between the sweep's resolutions (the pape
 rho, so Mult-Adds still scale as rho^2), keeps the points distinct and in order, and
 puts the smallest at 32 px, the least the models accept (five stride-2 stages). A
 sweep that does not vary resolution runs at 32 px, the cheapest size: Fashion-MNIST's
-28 px images hold no more detail at 56 px, and a full-convolution V1 (Table 4) costs
-8.6x the separable one. So one paper point may train at two sizes in two sweeps (1.0
+28 px images hold no more detail at 56 px, and a full-convolution V1 (Table 4) has
+8.6x the separable one's Mult-Adds. So one paper point may train at two sizes in two sweeps (1.0
 MobileNet-224: 32 px in Table 6, 56 px in Table 7); each sweep compares within itself.
 
 Epochs (`EPOCHS`): one budget per sweep, the same for all its points (the points are
-ranked after equal training, not after convergence), sized by the cost model of
-experiments/estimate.py so that three seeds (--seeds=3 --parallel=2) of Tables 5, 6
-and 7 take about an hour on this project's 2-core CPU at load average 6 (ours
-included); the launcher prints the estimate at the load of the moment. Estimated so,
-3 seeds: table5 (8 epochs) ~51 min, table6 (4) ~53 min, table7 (1.5) ~61 min, grid
-(1) ~2 h, v2grid (0.5) ~3.7 h, table4 (1) ~11 h: full convolutions train ~25x slower
-per Mult-Add than separable ones on this CPU, so Table 4 is for a GPU; an idle
-machine takes about a third. `-- --config.num_epochs=N` changes the budget.
+ranked after equal training, not after convergence), sized so that three seeds
+(--seeds=3 --parallel=2) of a table take well under an hour on this project's 2-core
+CPU. Measured 2026-12-06 on that CPU at load 5-9 (other runs beside the study):
+table6 (1.5 epochs) 22 min, table7 (0.75) 35 min, table4 (1; full convolutions as
+products over patches, models/kernels/spatial_conv.py) see the README; estimated by
+the launcher at load ~6: table5 (3) ~31 min, grid (0.5) ~1.9 h, v2grid (0.25) ~3.7 h
+(90 points: mostly start-up and compilation). Such short budgets rank how fast the
+points learn as much as where they end: at 1.5 epochs the four widths of Table 6 are
+within 2.3 points of each other and their order is not significant (README).
+`-- --config.num_epochs=N` changes the budget.
 """
 
 from __future__ import annotations
