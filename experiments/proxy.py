@@ -28,8 +28,8 @@ ranked after equal training, not after convergence), sized so that three seeds
 (--seeds=3 --parallel=2) of a table take well under an hour on this project's 2-core
 CPU. Measured 2026-12-06 on that CPU at load 5-9 (other runs beside the study):
 table6 (1.5 epochs) 22 min, table7 (0.75) 35 min, table4 (1; full convolutions as
-products over patches, models/kernels/spatial_conv.py) 24 min; estimated by
-the launcher at load ~6: table5 (3) ~31 min, grid (0.5) ~1.9 h, v2grid (0.25) ~3.7 h
+products over patches, models/kernels/spatial_conv.py) 24 min, table5 (3) 19 min;
+estimated by the launcher at load ~6: grid (0.5) ~1.9 h, v2grid (0.25) ~3.7 h
 (90 points: mostly start-up and compilation). Such short budgets rank how fast the
 points learn as much as where they end: at 1.5 epochs the four widths of Table 6 are
 within 2.3 points of each other and their order is not significant (README).
