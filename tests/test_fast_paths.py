@@ -108,13 +108,17 @@ def test_ffi_falls_back_without_the_kernel(monkeypatch):
 def test_pointwise_dot_matches_conv(dtype, batch):
   x = jax.random.normal(jax.random.key(0), (batch, 5, 6, 7), jnp.float32).astype(dtype)
   conv = nn.Conv(4, (1, 1), use_bias=False, dtype=dtype, param_dtype=jnp.float32)
-  dot = PointwiseConv(4, dtype)
+  _assert_layer_matches(PointwiseConv(4, dtype), conv, x, dtype)
+
+
+def _assert_layer_matches(layer, conv, x, dtype):
+  """`layer` has nn.Conv `conv`'s parameter tree, and its values and gradients."""
   params = conv.init(jax.random.key(1), x)["params"]
-  assert jax.tree.map(jnp.shape, dot.init(jax.random.key(1), x)["params"]) == \
+  assert jax.tree.map(jnp.shape, layer.init(jax.random.key(1), x)["params"]) == \
       jax.tree.map(jnp.shape, params)
   run = lambda module: _values_and_grads(
       lambda a, k: module.apply({"params": {"kernel": k}}, a), x, params["kernel"])
-  _assert_close(run(dot), run(conv), dtype)
+  _assert_close(run(layer), run(conv), dtype)
 
 
 @pytest.mark.parametrize("strides", [1, 2])
@@ -135,13 +139,7 @@ def test_patches_conv_layer_matches_nn_conv(dtype):
     x = jax.random.normal(jax.random.key(0), (2, size, size, channels)).astype(dtype)
     conv = nn.Conv(4, (3, 3), strides=strides, padding="SAME", use_bias=False,
                    dtype=dtype, param_dtype=jnp.float32)
-    patches = PatchesConv(4, 3, strides, dtype)
-    params = conv.init(jax.random.key(1), x)["params"]
-    assert jax.tree.map(jnp.shape, patches.init(jax.random.key(1), x)["params"]) == \
-        jax.tree.map(jnp.shape, params)
-    run = lambda module: _values_and_grads(
-        lambda a, k: module.apply({"params": {"kernel": k}}, a), x, params["kernel"])
-    _assert_close(run(patches), run(conv), dtype)
+    _assert_layer_matches(PatchesConv(4, 3, strides, dtype), conv, x, dtype)
   assert use_patches(4, 32, 2) and use_patches(2, 512, 1)
   assert not use_patches(8, 128, 1) and not use_patches(32, 3, 2)  # Stem: XLA's.
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from mobilenet_jax.models import validation
 from mobilenet_jax.models.kernels import cpu_kernels, depthwise_ffi
+from mobilenet_jax.models.kernels.padding import pad_same, same_padding
 
 
 def _grouped_conv(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
@@ -28,13 +29,6 @@ def _grouped_conv(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
       x, kernel, window_strides=(strides, strides), padding="SAME",
       dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=x.shape[-1])
-
-
-def _same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
-  """TF "SAME" padding for one spatial dimension: the extra pixel goes last."""
-  out = -(-size // stride)
-  total = max((out - 1) * stride + k - size, 0)
-  return total // 2, total - total // 2
 
 
 def _valid_taps(x: jax.Array, taps: jax.Array, out_h: int, out_w: int,
@@ -58,13 +52,6 @@ def _valid_taps(x: jax.Array, taps: jax.Array, out_h: int, out_w: int,
   return out
 
 
-def _pad_same(x: jax.Array, k: int, strides: int) -> jax.Array:
-  """Pads NHWC `x` as TF "SAME" does for a k x k window at `strides`."""
-  _, h, w, _ = x.shape
-  return jnp.pad(x, ((0, 0), _same_padding(h, k, strides), _same_padding(w, k, strides),
-                     (0, 0)))
-
-
 def _shifted_multiply_add(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
   """Depthwise conv as k*k shifted, strided slices multiplied by per-channel taps.
 
@@ -74,7 +61,7 @@ def _shifted_multiply_add(x: jax.Array, kernel: jax.Array, strides: int) -> jax.
   k = kernel.shape[0]
   _, h, w, _ = x.shape
   out_h, out_w = -(-h // strides), -(-w // strides)
-  return _valid_taps(_pad_same(x, k, strides), kernel[:, :, 0, :], out_h, out_w,
+  return _valid_taps(pad_same(x, k, strides), kernel[:, :, 0, :], out_h, out_w,
                      strides)
 
 
@@ -93,7 +80,7 @@ def _input_grad(g: jax.Array, taps: jax.Array, h: int, w: int,
   cotangents back to full size and adds them: k*k full-size temporaries.
   """
   k = taps.shape[0]
-  (top, _), (left, _) = _same_padding(h, k, strides), _same_padding(w, k, strides)
+  (top, _), (left, _) = same_padding(h, k, strides), same_padding(w, k, strides)
   spread_h, spread_w = (g.shape[1] - 1) * strides + 1, (g.shape[2] - 1) * strides + 1
   lo_h, lo_w = k - 1 - top, k - 1 - left
   g = jax.lax.pad(g, jnp.zeros((), g.dtype),
@@ -150,7 +137,7 @@ def _shift_custom_vjp_bwd(strides, residuals, g):
   k = kernel.shape[0]
   _, h, w, _ = x.shape
   dx = _input_grad(g, kernel[:, :, 0, :].astype(g.dtype), h, w, strides)
-  dk = _kernel_grad(_pad_same(x, k, strides), g, k, strides)
+  dk = _kernel_grad(pad_same(x, k, strides), g, k, strides)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 

@@ -13,18 +13,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from mobilenet_jax.models.kernels.padding import same_padding
+
 _FORWARD, _BACKWARD = "mobilenet_depthwise_forward", "mobilenet_depthwise_backward"
 
 
-def _same_padding(size: int, k: int, stride: int) -> int:
-  """The leading pad of TF "SAME" (the extra pixel goes last)."""
-  out = -(-size // stride)
-  return max((out - 1) * stride + k - size, 0) // 2
-
-
 def _attributes(x_shape, k: int, strides: int) -> dict:
-  return dict(stride=strides, pad_top=_same_padding(x_shape[1], k, strides),
-              pad_left=_same_padding(x_shape[2], k, strides))
+  return dict(stride=strides, pad_top=same_padding(x_shape[1], k, strides)[0],
+              pad_left=same_padding(x_shape[2], k, strides)[0])
 
 
 def _forward(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:

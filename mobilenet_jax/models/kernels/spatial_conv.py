@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mobilenet_jax.models import validation
+from mobilenet_jax.models.kernels.padding import pad_same
 
 # "xla": XLA's convolution everywhere (nn.Conv); "patches": a product over 3x3 patches
 # where XLA:CPU's convolution is slow (`use_patches`), XLA's elsewhere.
@@ -36,13 +37,6 @@ def use_patches(input_size: int, in_channels: int, strides: int) -> bool:
   return (strides == 2 and in_channels >= 32) or output_size <= 2
 
 
-def _same_padding(size: int, kernel: int, strides: int) -> tuple[int, int]:
-  """TF "SAME" padding (before, after) of one spatial axis."""
-  output = -(-size // strides)
-  total = max((output - 1) * strides + kernel - size, 0)
-  return total // 2, total - total // 2
-
-
 def conv_by_patches(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
   """x [N, H, W, C_in] convolved with kernel [k, k, C_in, C_out], TF "SAME" padding,
   as one matrix product: the k*k shifted (strided) views of x side by side
@@ -50,8 +44,7 @@ def conv_by_patches(x: jax.Array, kernel: jax.Array, strides: int) -> jax.Array:
   order. Autodiff gives the backward (slices, pads and two products)."""
   n, h, w, c = x.shape
   k = kernel.shape[0]
-  pads = (_same_padding(h, k, strides), _same_padding(w, k, strides))
-  padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  padded = pad_same(x, k, strides)
   out_h, out_w = -(-h // strides), -(-w // strides)
   views = [padded[:, i:i + strides * (out_h - 1) + 1:strides,
                   j:j + strides * (out_w - 1) + 1:strides, :]
