@@ -18,7 +18,9 @@ TRAIN_STEPS = 220  # 10 epochs of 1,438 images at batch 64.
 
 
 def _config(data_dir, workdir_steps, **overrides):
-  cfg = default.get_config()
+  # The default recipe on the 28-layer V1 0.25 at batch 64 (the default run's model
+  # before issue 18): cheaper here than V1 0.5, and the figures below are its own.
+  cfg = default.get_config("width=0.25,depth=full,batch=64")
   return h.override(cfg, **{
       "data.name": "image_folder", "data.data_dir": data_dir, "data.eval_split": "val",
       "data.shuffle_buffer": 2000, "num_train_steps": workdir_steps,
@@ -78,7 +80,10 @@ def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_pa
   # pretrained ones.
   _, before, _ = mobilenet_jax.load(source)
   _, after, _ = mobilenet_jax.load(str(tmp_path))
-  h.assert_trees_equal(after["params"]["block13"], before["params"]["block13"])
+  backbone = [name for name in before["params"] if name != "classifier"]
+  assert "conv0" in backbone and len(backbone) > 5
+  for name in backbone:
+    h.assert_trees_equal(after["params"][name], before["params"][name])
   h.assert_trees_equal(after["batch_stats"], before["batch_stats"])
 
 
