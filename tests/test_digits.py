@@ -90,7 +90,7 @@ def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_pa
 def test_int8_tflite_agrees_on_the_held_out_split(pretrained, tmp_path):
   """Full-integer int8 TFLite, calibrated on 200 training images, against the float
   TFLite model on the 359 held-out images of this briefly trained run: the same top-1
-  on >= 95% of them (98.1% measured), and nearly the same accuracy."""
+  on >= 95% of them (97.8% measured), and nearly the same accuracy."""
   pytest.importorskip("ai_edge_litert")
   from mobilenet_jax import export  # pylint: disable=g-import-not-at-top
   workdir, results = pretrained
