@@ -92,10 +92,12 @@ def test_init_from_must_hold_a_checkpoint(tmp_path):
 
 
 def test_default_config_honours_its_arguments():
-  config = default.get_config("width=0.5,res=160,batch=128,depth=shallow")
+  config = default.get_config("width=0.75,res=160,batch=64,depth=full")
   assert (config.model.width, config.data.image_size, config.global_batch_size,
-          config.model.depth) == (0.5, 160, 128, "shallow")
-  assert default.get_config().model.width == 0.25  # Its own defaults otherwise.
+          config.model.depth) == (0.75, 160, 64, "full")
+  config = default.get_config()  # Its own defaults otherwise.
+  assert (config.model.width, config.data.image_size, config.global_batch_size,
+          config.model.depth) == (0.5, 32, 128, "shallow")
   for arg in ("dataset=mnist", "num_classes=5"):
     with pytest.raises(ConfigError, match="cannot be used here"):
       default.get_config(arg)
