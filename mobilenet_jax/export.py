@@ -318,20 +318,13 @@ def deployment_report(workdir: str, step: int | None = None, ema: bool = False,
     predicted = row.pop("probs").argmax(-1)
     row["top1"] = float(np.mean(predicted == labels)) if labels is not None else None
     row["agreement"] = float(np.mean(predicted == reference.argmax(-1)))
-  note = (f"{architecture_text(config)}; batch 1, median of {runs} runs; TFLite (LiteRT, XNNPACK) threads="
-          f"{threads}; JAX on XLA:CPU's own thread pool ({os.cpu_count()} cores); "
+  note = (f"{run_identity.architecture_name(config)}; batch 1, median of {runs} runs; "
+          f"TFLite (LiteRT, XNNPACK) threads={threads}; JAX on XLA:CPU's own thread pool "
+          f"({os.cpu_count()} cores); "
           f"top-1 and agreement on {described}; int8 calibrated on "
           f"{'random images' if random_calibration else 'the train split'} "
           f"({num_calibration}).")
   return rows, note
-
-
-def architecture_text(config) -> str:
-  """"mobilenet_v1 width=0.5 res=32", plus depth= and block= where not the default."""
-  name, width, depth, block, resolution = run_identity.architecture(config)
-  text = f"{name} width={width:g} res={resolution}"
-  text += f" depth={depth}" if depth != "full" else ""
-  return text + (f" block={block}" if block != "separable" else "")
 
 
 def format_report(rows: list[dict], note: str) -> str:

