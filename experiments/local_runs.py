@@ -2,7 +2,9 @@
 
 Each point's output goes to <workdir>/train.log. SIGTERM or Ctrl-C (`CHILDREN.terminate`)
 stops the running points the way a preemption does: each saves a checkpoint. A failed
-point does not stop the others.
+point does not stop the others. A second launcher on the same root is safe: a point
+that got results since the launch started is skipped, and one another trainer is
+running (its run lock, exit status 75) is left to it, reported as busy, not FAILED.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from . import point_state
 import mobilenet_jax
 from mobilenet_jax import errors
 from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir.lock import RunLockedError
 from mobilenet_jax.rundir import results as run_results
 
 # The folder that holds the package: the clone, or site-packages for an installed copy
@@ -58,6 +61,8 @@ CHILDREN = _Children()
 def _run_one(job, python: str, out) -> tuple[bool, float]:
   """Trains one job here; (finished with results, seconds)."""
   start = time.time()
+  if _finished_meanwhile(job, out):
+    return True, 0.0
   log = layout.log_path(job.workdir)
   log.parent.mkdir(parents=True, exist_ok=True)
   command = [python, *job.train_args()]
@@ -71,25 +76,47 @@ def _run_one(job, python: str, out) -> tuple[bool, float]:
     returncode = proc.wait()
     CHILDREN.remove(proc)
   seconds = time.time() - start
+  if returncode == RunLockedError.exit_status:
+    print(f"busy {job.name}: another trainer holds {job.workdir} (a second launcher on "
+          "this root?); left to it, and not finished by this launcher", file=out,
+          flush=True)
+    return False, seconds
   if returncode != 0:
     tail = "".join(log.read_text().splitlines(True)[-5:])
     print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
           f"of {log}:\n{tail}", file=out, flush=True)
     return False, seconds
+  return _report_results(job, seconds, out), seconds
+
+
+def _finished_meanwhile(job, out) -> bool:
+  """Whether `job` got results after the launch listed it (another launcher's work)."""
+  try:
+    finished = point_state.is_finished(job)
+  except errors.UserError:
+    return False  # The run below meets the mismatch and reports it.
+  if finished:
+    print(f"skip {job.name}: it has results now (trained beside this launcher)",
+          file=out, flush=True)
+  return finished
+
+
+def _report_results(job, seconds: float, out) -> bool:
+  """Prints how a point that exited cleanly ended; whether it has results."""
   try:
     finished = point_state.is_finished(job)
   except errors.UserError as e:
     print(f"FAILED {job.name}: {e}", file=out, flush=True)
-    return False, seconds
+    return False
   if not finished:
     print(f"stopped {job.name} after {seconds:.0f} s without results (preempted?); "
           "run the sweep again to resume it", file=out, flush=True)
-    return False, seconds
+    return False
   results = run_results.read_results(job.workdir)
   top1, source = results.top1
   print(f"done {job.name} in {seconds:.0f} s: top-1 {100 * top1:.1f}% ({source})",
         file=out, flush=True)
-  return True, seconds
+  return True
 
 
 def run_local(jobs, *, python: str = sys.executable, parallel: int = 1,

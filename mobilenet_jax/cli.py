@@ -149,10 +149,10 @@ def _document(tool, own_flags) -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def fail(message: str) -> None:
-  """Prints `error: message` as one line on stderr and exits with status 2."""
+def fail(message: str, status: int = USAGE_STATUS) -> None:
+  """Prints `error: message` as one line on stderr and exits with `status` (2)."""
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-  sys.exit(USAGE_STATUS)
+  sys.exit(status)
 
 
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C.
@@ -160,15 +160,15 @@ INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report a Ctrl-C.
 
 def one_line_errors(main):
   """Wraps an absl `main(argv)` so that a UserError (or a usage error) exits with its
-  message as one line, status 2, and a Ctrl-C outside the train loop (which saves
-  first: train/preemption.py) with one line, status 130."""
+  message as one line and the error's `exit_status` (2 for most), and a Ctrl-C outside
+  the train loop (which saves first: train/preemption.py) with one line, status 130."""
 
   @functools.wraps(main)
   def wrapped(argv):
     try:
       return main(argv)
     except (UserError, app.UsageError) as error:
-      fail(error)
+      fail(error, getattr(error, "exit_status", USAGE_STATUS))
     except KeyboardInterrupt:
       print("error: interrupted (Ctrl-C); the committed checkpoints are intact (run "
             "the same command to resume).", file=sys.stderr, flush=True)

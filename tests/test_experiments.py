@@ -13,7 +13,7 @@ import pytest
 from experiments import (compare, launch, local_runs, paper, plots, references, smoke,
                          sweeps)
 from mobilenet_jax.rundir import identity as run_identity
-from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir import layout, lock
 from mobilenet_jax.rundir import results as run_results
 from tests import ckpt_helpers as h
 from tests import launch_cli
@@ -265,6 +265,31 @@ def test_failures_do_not_stop_the_sweep(tmp_path):
   assert "FAILED v1_w1_r224 (exit status 1" in out.getvalue()
   assert "without results" in out.getvalue()
   assert os.path.exists(layout.log_path(jobs[0].workdir))
+
+
+def test_a_second_launcher_skips_finished_and_busy_points(tmp_path):
+  # A launch lists its points at start; another launcher on the root may finish one
+  # meanwhile, or be training one now. Neither is retrained nor reported FAILED.
+  jobs = launch.make_jobs("table6", str(tmp_path), local_smoke=True)[:2]
+  finished, busy = jobs
+  _write_results_for(finished.workdir, finished.full_config)
+  out = io.StringIO()
+  with lock.RunLock(busy.workdir):  # What the other launcher's trainer holds.
+    failed = local_runs.run_local(jobs, out=out)
+  assert failed == [busy.name]
+  text = out.getvalue()
+  assert f"skip {finished.name}: it has results now" in text
+  assert f"busy {busy.name}: another trainer holds" in text and "FAILED" not in text
+  assert not os.path.exists(layout.log_path(finished.workdir))
+
+
+def _write_results_for(workdir, config: dict):
+  os.makedirs(workdir)
+  metrics = {"loss": 1.0, "top1": 0.5, "top5": 0.9, "num_examples": 100}
+  run_results.write_results(workdir, run_results.Results(
+      config=config, final={"raw": run_results.EvalMetrics(**metrics)}, steps=1,
+      params=1, mult_adds=1, trainable_params=1, wall_time_s=1.0,
+      train_images_per_sec=1.0, device_count=1, process_count=1, platform="cpu"))
 
 
 def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=()):

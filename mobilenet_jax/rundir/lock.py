@@ -26,6 +26,9 @@ from mobilenet_jax.rundir import layout
 
 class RunLockedError(UserError):
   """Another live process is training in this run directory."""
+  # EX_TEMPFAIL ("try again later"): a sweep launcher tells this apart from a failed
+  # point, so a second launcher on the same root skips the point instead.
+  exit_status = 75
 
 
 def _holder_text() -> str:
