@@ -301,10 +301,10 @@ def main(argv):
   version = code_archive.inspect()
   if settings:
     code_archive.check(version, settings.dirty)
-  elif FLAGS.local_smoke:
+  elif FLAGS.local_smoke and todo:
     estimates = [smoke.estimate(ml_collections.ConfigDict(j.full_config)) for j in todo]
     print(smoke.format_estimate(estimates, FLAGS.parallel), file=out, flush=True)
-  elif FLAGS.proxy:
+  elif FLAGS.proxy and todo:
     print(proxy.format_estimate(todo, FLAGS.proxy, FLAGS.parallel), file=out, flush=True)
   if FLAGS.dry_run:
     if settings:
@@ -336,7 +336,8 @@ def main(argv):
   elapsed = time.time() - start
   if failed:
     print(f"{len(failed)} of {len(jobs)} points did not finish: {', '.join(failed)} "
-          f"({elapsed:.0f} s)", flush=True)
+          f"({elapsed:.0f} s); the same command resumes them (a point reported busy "
+          "is being trained by another launcher)", flush=True)
     sys.exit(1)
   print(f"All {len(jobs)} points of {FLAGS.sweep} have results under {FLAGS.root} "
         f"({len(todo)} trained in {elapsed:.0f} s); compare them with: "

@@ -3,8 +3,9 @@
 Each point's output goes to <workdir>/train.log. SIGTERM or Ctrl-C (`CHILDREN.terminate`)
 stops the running points the way a preemption does: each saves a checkpoint. A failed
 point does not stop the others. A second launcher on the same root is safe: a point
-that got results since the launch started is skipped, and one another trainer is
-running (its run lock, exit status 75) is left to it, reported as busy, not FAILED.
+that got results since the launch started is skipped, and one another live trainer
+holds (its run lock; a trainer that loses the race exits with status 75) is left to
+it, reported as busy, not FAILED, and counted as finished if it has results by the end.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from . import point_state
 import mobilenet_jax
 from mobilenet_jax import errors
 from mobilenet_jax.rundir import layout
-from mobilenet_jax.rundir.lock import RunLockedError
+from mobilenet_jax.rundir import lock as run_lock
 from mobilenet_jax.rundir import results as run_results
 
 # The folder that holds the package: the clone, or site-packages for an installed copy
@@ -57,12 +58,20 @@ class _Children:
 
 CHILDREN = _Children()
 
+DONE, BUSY, FAILED = "done", "busy", "failed"  # How one point's turn ended.
 
-def _run_one(job, python: str, out) -> tuple[bool, float]:
-  """Trains one job here; (finished with results, seconds)."""
-  start = time.time()
+
+def _run_one(job, python: str, out) -> str:
+  """Trains one job here: "done" (it has results), "busy" (another trainer holds its
+  workdir) or "failed" (failed, or stopped without results)."""
   if _finished_meanwhile(job, out):
-    return True, 0.0
+    return DONE
+  holder = run_lock.live_holder(job.workdir)
+  if holder:
+    print(f"busy {job.name}: another trainer ({holder}) is running it; left to it",
+          file=out, flush=True)
+    return BUSY
+  start = time.time()
   log = layout.log_path(job.workdir)
   log.parent.mkdir(parents=True, exist_ok=True)
   command = [python, *job.train_args()]
@@ -76,26 +85,26 @@ def _run_one(job, python: str, out) -> tuple[bool, float]:
     returncode = proc.wait()
     CHILDREN.remove(proc)
   seconds = time.time() - start
-  if returncode == RunLockedError.exit_status:
-    print(f"busy {job.name}: another trainer holds {job.workdir} (a second launcher on "
-          "this root?); left to it, and not finished by this launcher", file=out,
-          flush=True)
-    return False, seconds
+  if returncode == run_lock.RunLockedError.exit_status:  # Taken since the probe.
+    print(f"busy {job.name}: another trainer took {job.workdir} first; left to it",
+          file=out, flush=True)
+    return BUSY
   if returncode != 0:
     tail = "".join(log.read_text().splitlines(True)[-5:])
     print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
           f"of {log}:\n{tail}", file=out, flush=True)
-    return False, seconds
-  return _report_results(job, seconds, out), seconds
+    return FAILED
+  return DONE if _report_results(job, seconds, out) else FAILED
 
 
 def _finished_meanwhile(job, out) -> bool:
-  """Whether `job` got results after the launch listed it (another launcher's work)."""
+  """Whether `job` got results after the launch listed it (another launcher's work);
+  says so on `out` unless it is None."""
   try:
     finished = point_state.is_finished(job)
   except errors.UserError:
     return False  # The run below meets the mismatch and reports it.
-  if finished:
+  if finished and out is not None:
     print(f"skip {job.name}: it has results now (trained beside this launcher)",
           file=out, flush=True)
   return finished
@@ -121,21 +130,26 @@ def _report_results(job, seconds: float, out) -> bool:
 
 def run_local(jobs, *, python: str = sys.executable, parallel: int = 1,
               out=None) -> list[str]:
-  """Trains `jobs` here, `parallel` at a time; the names of those that did not finish."""
+  """Trains `jobs` here, `parallel` at a time; the names of those that did not finish.
+
+  A point left to another trainer counts as finished if it has results by the end.
+  """
   out = out or sys.stdout
-  failed = []
+  outcomes = {}
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-    futures = {}
-    for job in jobs:
-      futures[pool.submit(_run_if_not_stopping, job, python, out)] = job
+    futures = {pool.submit(_run_if_not_stopping, job, python, out): job for job in jobs}
     for future in concurrent.futures.as_completed(futures):
-      if not future.result():
-        failed.append(futures[future].name)
-  order = [j.name for j in jobs]
-  return sorted(failed, key=order.index)
+      outcomes[futures[future].name] = future.result()
+  unfinished = []
+  for job in jobs:
+    if outcomes[job.name] == BUSY and _finished_meanwhile(job, out=None):
+      print(f"done {job.name} by the other trainer", file=out, flush=True)
+    elif outcomes[job.name] != DONE:
+      unfinished.append(job.name)
+  return unfinished
 
 
-def _run_if_not_stopping(job, python: str, out) -> bool:
+def _run_if_not_stopping(job, python: str, out) -> str:
   if CHILDREN.stopping:
-    return False
-  return _run_one(job, python, out)[0]
+    return FAILED
+  return _run_one(job, python, out)

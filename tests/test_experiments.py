@@ -275,12 +275,28 @@ def test_a_second_launcher_skips_finished_and_busy_points(tmp_path):
   _write_results_for(finished.workdir, finished.full_config)
   out = io.StringIO()
   with lock.RunLock(busy.workdir):  # What the other launcher's trainer holds.
-    failed = local_runs.run_local(jobs, out=out)
+    failed = local_runs.run_local(jobs, python="false", out=out)
   assert failed == [busy.name]
   text = out.getvalue()
   assert f"skip {finished.name}: it has results now" in text
-  assert f"busy {busy.name}: another trainer holds" in text and "FAILED" not in text
-  assert not os.path.exists(layout.log_path(finished.workdir))
+  assert f"busy {busy.name}: another trainer (PID {os.getpid()}" in text
+  assert "FAILED" not in text  # And nothing was started:
+  assert not any(line.startswith("start ") for line in text.splitlines())
+
+
+def test_a_point_lost_in_a_race_is_busy_and_done_if_the_other_finishes(tmp_path):
+  # Both launchers saw the point free; the other trainer took the lock first (this
+  # one's exits with status 75) and finished it before this launch ended.
+  job = launch.make_jobs("table6", str(tmp_path / "root"), local_smoke=True)[0]
+  _write_results_for(tmp_path / "theirs", job.full_config)
+  fake_trainer = tmp_path / "fake_trainer"
+  fake_trainer.write_text(
+      f"#!/bin/sh\ncp -r {tmp_path}/theirs/. {job.workdir}/\nexit 75\n")
+  fake_trainer.chmod(0o755)
+  out = io.StringIO()
+  assert local_runs.run_local([job], python=str(fake_trainer), out=out) == []
+  assert f"busy {job.name}: another trainer took" in out.getvalue()
+  assert f"done {job.name} by the other trainer" in out.getvalue()
 
 
 def _write_results_for(workdir, config: dict):

@@ -27,6 +27,8 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
   with lock.RunLock(tmp_path):
     with pytest.raises(lock.RunLockedError) as error:
       lock.RunLock(tmp_path).acquire()
+    assert f"PID {os.getpid()}" in lock.live_holder(tmp_path)  # A launcher's probe.
+  assert lock.live_holder(tmp_path) is None
   message = str(error.value)
   assert f"PID {os.getpid()}" in message and "in use by another trainer" in message
   with lock.RunLock(tmp_path):  # Released: taken again without a note.
@@ -42,6 +44,7 @@ def test_lock_of_a_dead_holder_is_taken_over_with_a_note(tmp_path, caplog):
                         text=True, timeout=60, check=False)
   dead_pid = proc.stdout.strip()
   assert proc.returncode == 9 and dead_pid, proc.stderr
+  assert lock.live_holder(tmp_path) is None  # Its note remains; its PID is gone.
   with caplog.at_level(logging.WARNING), lock.RunLock(tmp_path):
     assert json.loads(layout.lock_path(tmp_path).read_text())["pid"] == os.getpid()
   assert f"PID {dead_pid}" in caplog.text and "no longer running" in caplog.text

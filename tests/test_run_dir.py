@@ -1,6 +1,7 @@
 """run_dir: the results schema, a real run read back through it, identity, restores."""
 
 import json
+import shutil
 
 import jax
 import pytest
@@ -48,6 +49,19 @@ def test_real_run_reads_back(tiny_run):
   assert readers.read_config(workdir, step=1).lr.staleness_scaling == "inverse"
   assert [r["step"] for r in metrics_file.read_rows(workdir, "train")] == [1, 2]
   assert metrics_file.read_rows(workdir, "eval")[-1]["top1"] == results.final["raw"].top1
+
+
+def test_rerunning_a_finished_run_keeps_its_training_figures(tiny_run, tmp_path):
+  # A second launch of a finished point evaluates it again and trains nothing: the
+  # results keep the training's wall time and images/s, not the re-evaluation's.
+  from mobilenet_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  workdir, cfg, returned = tiny_run
+  copy = tmp_path / "v1"
+  shutil.copytree(workdir, copy)
+  again = trainer.train_and_evaluate(cfg, str(copy))
+  for key in ("wall_time_s", "train_images_per_sec", "input_bound", "final", "steps"):
+    assert again[key] == returned[key], key
+  assert run_results.read_results(copy).to_json() == again
 
 
 def test_restore_weights_reads_only_weights(tiny_run):

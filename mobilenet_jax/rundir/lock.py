@@ -51,6 +51,32 @@ def _workdir_error(workdir, error: OSError) -> ConfigError:
                      "choose a writable directory.")
 
 
+def live_holder(workdir) -> str | None:
+  """Who holds WORKDIR's lock, if a live process on this host does; else None.
+
+  Reads the holder's note and asks the kernel whether its PID runs; takes no lock, so
+  a probe never makes a trainer starting at that instant fail. None for object
+  storage and for holders on other hosts: the trainer's own `acquire` decides there.
+  """
+  if "://" in str(workdir):
+    return None
+  try:
+    text = layout.lock_path(workdir).read_text()
+    holder = json.loads(text)
+    pid, host = int(holder["pid"]), holder["host"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None  # No lock file, or an empty one: released.
+  if host != socket.gethostname():
+    return None
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return None  # Died holding it: the next trainer takes it over.
+  except PermissionError:
+    pass  # Alive, another user's.
+  return _describe(text)
+
+
 class RunLock:
   """`with RunLock(workdir):` holds WORKDIR/run.lock, or raises RunLockedError."""
 

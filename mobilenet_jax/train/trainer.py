@@ -249,6 +249,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
+def _earlier_training_figures(workdir: str) -> dict | None:
+  """The wall time and speed that a finished run's results.json records, if readable.
+
+  Reporting on a finished run again (a second launch of the same point, a rerun)
+  evaluates it again but trains nothing: its time and images/s stay the training's.
+  """
+  try:
+    earlier = results_lib.read_results(workdir)
+  except results_lib.ResultsError:
+    return None
+  return {"wall_time_s": earlier.wall_time_s,
+          "train_images_per_sec": earlier.train_images_per_sec,
+          "input_bound": earlier.input_bound}
+
+
 def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict:
   """Trains from `state`, evaluates, writes results.json; see train_and_evaluate."""
   start_step = int(state.step)
@@ -266,9 +281,13 @@ def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict
                                                   guard, feed)
     if stopped:
       return _stopped_early(run, state, guard, workdir)
+    training = {"wall_time_s": time.time() - start_time,
+                "train_images_per_sec": progress.images_per_sec,
+                "input_bound": feed.result and feed.result.to_json()}
     if not final_metrics:  # The workdir held a finished run: report on it again.
       final_metrics = {"raw": run.evaluate(state.variables),
                        "ema": run.evaluate(state.ema_variables)}
+      training = _earlier_training_figures(workdir) or training
   finally:
     # A save still in flight must finish (or fail) before the process exits, also
     # when training stops on an error.
@@ -280,8 +299,7 @@ def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict
       run.config, final_metrics, run.total_steps,
       costs.count_costs(run.model, run.config.data.image_size),
       eval_split=data.resolve_split(run.config.data, run.config.data.eval_split),
-      wall_time_s=time.time() - start_time, train_images_per_sec=progress.images_per_sec,
-      input_bound=feed.result and feed.result.to_json())
+      **training)
   if jax.process_index() == 0:
     results_lib.write_results(workdir, results)
   return results.to_json()
