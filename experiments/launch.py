@@ -340,7 +340,7 @@ def main(argv):
           "is being trained by another launcher)", flush=True)
     sys.exit(1)
   print(f"All {len(jobs)} points of {FLAGS.sweep} have results under {FLAGS.root} "
-        f"({len(todo)} trained in {elapsed:.0f} s); compare them with: "
+        f"({len(todo)} pending at launch, {elapsed:.0f} s); compare them with: "
         f"python -m experiments.compare --root={FLAGS.root}", flush=True)
 
 

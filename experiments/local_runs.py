@@ -5,7 +5,8 @@ stops the running points the way a preemption does: each saves a checkpoint. A f
 point does not stop the others. A second launcher on the same root is safe: a point
 that got results since the launch started is skipped, and one another live trainer
 holds (its run lock; a trainer that loses the race exits with status 75) is left to
-it, reported as busy, not FAILED, and counted as finished if it has results by the end.
+it, reported as busy, not FAILED; the launch waits for it at the end and counts it
+finished if it then has results.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def run_local(jobs, *, python: str = sys.executable, parallel: int = 1,
     futures = {pool.submit(_run_if_not_stopping, job, python, out): job for job in jobs}
     for future in concurrent.futures.as_completed(futures):
       outcomes[futures[future].name] = future.result()
+  busy = [job for job in jobs if outcomes[job.name] == BUSY]
+  _wait_for_other_trainers(busy, out)
   unfinished = []
   for job in jobs:
     if outcomes[job.name] == BUSY and _finished_meanwhile(job, out=None):
@@ -147,6 +150,22 @@ def run_local(jobs, *, python: str = sys.executable, parallel: int = 1,
     elif outcomes[job.name] != DONE:
       unfinished.append(job.name)
   return unfinished
+
+
+WAIT_POLL_S = 5.0  # How often a launch checks on points another trainer is running.
+
+
+def _wait_for_other_trainers(jobs, out) -> None:
+  """Waits while another live trainer holds any of `jobs`' workdirs, so that this
+  launch ends with what they finished rather than a premature "did not finish"."""
+  waiting = [job for job in jobs if run_lock.live_holder(job.workdir)]
+  if waiting and not CHILDREN.stopping:
+    print(f"waiting for {len(waiting)} point(s) another trainer is running: "
+          f"{', '.join(job.name for job in waiting)} (Ctrl-C leaves them to it)",
+          file=out, flush=True)
+  while waiting and not CHILDREN.stopping:
+    time.sleep(WAIT_POLL_S)
+    waiting = [job for job in waiting if run_lock.live_holder(job.workdir)]
 
 
 def _run_if_not_stopping(job, python: str, out) -> str:

@@ -7,6 +7,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -267,19 +269,30 @@ def test_failures_do_not_stop_the_sweep(tmp_path):
   assert os.path.exists(layout.log_path(jobs[0].workdir))
 
 
-def test_a_second_launcher_skips_finished_and_busy_points(tmp_path):
+def test_a_second_launcher_skips_finished_and_waits_for_busy_points(tmp_path,
+                                                                    monkeypatch):
   # A launch lists its points at start; another launcher on the root may finish one
-  # meanwhile, or be training one now. Neither is retrained nor reported FAILED.
+  # meanwhile, or be training one now. Neither is retrained nor reported FAILED, and
+  # the launch ends with what the other trainer finished.
+  monkeypatch.setattr(local_runs, "WAIT_POLL_S", 0.05)
   jobs = launch.make_jobs("table6", str(tmp_path), local_smoke=True)[:2]
   finished, busy = jobs
   _write_results_for(finished.workdir, finished.full_config)
+  other_trainer = lock.RunLock(busy.workdir).acquire()
+
+  def other_trainer_finishes():
+    time.sleep(0.5)
+    _write_results_for(busy.workdir, busy.full_config)
+    other_trainer.release()
+
+  threading.Thread(target=other_trainer_finishes).start()
   out = io.StringIO()
-  with lock.RunLock(busy.workdir):  # What the other launcher's trainer holds.
-    failed = local_runs.run_local(jobs, python="false", out=out)
-  assert failed == [busy.name]
+  assert local_runs.run_local(jobs, python="false", out=out) == []
   text = out.getvalue()
   assert f"skip {finished.name}: it has results now" in text
   assert f"busy {busy.name}: another trainer (PID {os.getpid()}" in text
+  assert f"waiting for 1 point(s) another trainer is running: {busy.name}" in text
+  assert f"done {busy.name} by the other trainer" in text
   assert "FAILED" not in text  # And nothing was started:
   assert not any(line.startswith("start ") for line in text.splitlines())
 
@@ -300,7 +313,7 @@ def test_a_point_lost_in_a_race_is_busy_and_done_if_the_other_finishes(tmp_path)
 
 
 def _write_results_for(workdir, config: dict):
-  os.makedirs(workdir)
+  os.makedirs(workdir, exist_ok=True)
   metrics = {"loss": 1.0, "top1": 0.5, "top5": 0.9, "num_examples": 100}
   run_results.write_results(workdir, run_results.Results(
       config=config, final={"raw": run_results.EvalMetrics(**metrics)}, steps=1,
