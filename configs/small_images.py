@@ -9,11 +9,12 @@ r"""MobileNet V1 or V2 on a dataset of small images (28-64 px): Fashion-MNIST by
       --config.data.data_dir=/data/my_folder --workdir=runs/mine
 
 Which model: for a quick, steady result at 32 px, V1 0.5 shallow
-(`width=0.5,depth=shallow,epochs=6`; the plain config is V1 1.0, full depth). Fashion-MNIST, 6 epochs, five seeds, EMA test top-1:
-0.5 shallow 89.38% (sd 0.25), 0.25 shallow 87.82% (sd 0.48), 0.25 full depth 86.09%
-(sd 1.09); 2026-12-06, benchmarks/RESULTS.md. `depth` stays "full" by default: the
-proxies (experiments/proxy.py) train the paper's points and name depth only where a
-point is shallow.
+(`width=0.5,depth=shallow,epochs=6`; the plain config is V1 1.0, full depth).
+Fashion-MNIST, 6 epochs, five seeds, EMA test top-1: 0.5 shallow 89.38% (sd 0.25),
+0.25 shallow 87.82% (sd 0.48), 0.25 full depth 86.09% (sd 1.09); 2026-12-06,
+benchmarks/RESULTS.md. `depth` stays "full" by default: the proxies
+(experiments/proxy.py) train the paper's points and name depth only where a point is
+shallow.
 
 Arguments: model ("v1" or "v2"), width, res, depth and block (V1), activation (V1),
 dataset (any TFDS name, or image_folder), num_classes, flip ("auto", "true",

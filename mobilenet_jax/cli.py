@@ -58,7 +58,7 @@ from ml_collections import config_flags
 from mobilenet_jax import config_files
 from mobilenet_jax.errors import UserError
 
-USAGE_STATUS = 2  # As argparse: the command line or its inputs are wrong.
+USAGE_STATUS = UserError.exit_status  # 2, as argparse: the command line is wrong.
 _HELP_FLAGS = ("help", "?", "helpshort", "helpfull", "helpxml")
 
 # ------------------------------------------------------------------ shared flags

@@ -319,9 +319,9 @@ def deployment_report(workdir: str, step: int | None = None, ema: bool = False,
     row["top1"] = float(np.mean(predicted == labels)) if labels is not None else None
     row["agreement"] = float(np.mean(predicted == reference.argmax(-1)))
   note = (f"{run_identity.architecture_name(config)}; batch 1, median of {runs} runs; "
-          f"TFLite (LiteRT, XNNPACK) threads={threads}; JAX on XLA:CPU's own thread pool "
-          f"({os.cpu_count()} cores); "
-          f"top-1 and agreement on {described}; int8 calibrated on "
+          f"TFLite (LiteRT, XNNPACK) threads={threads}; JAX on XLA:CPU's own thread "
+          f"pool ({os.cpu_count()} cores); top-1 and agreement on {described}; int8 "
+          "calibrated on "
           f"{'random images' if random_calibration else 'the train split'} "
           f"({num_calibration}).")
   return rows, note

@@ -277,12 +277,12 @@ def test_a_second_launcher_skips_finished_and_waits_for_busy_points(tmp_path,
   monkeypatch.setattr(local_runs, "WAIT_POLL_S", 0.05)
   jobs = launch.make_jobs("table6", str(tmp_path), local_smoke=True)[:2]
   finished, busy = jobs
-  _write_results_for(finished.workdir, finished.full_config)
+  _write_results(tmp_path, finished.name, None, 0.5, config=finished.full_config)
   other_trainer = lock.RunLock(busy.workdir).acquire()
 
   def other_trainer_finishes():
     time.sleep(0.5)
-    _write_results_for(busy.workdir, busy.full_config)
+    _write_results(tmp_path, busy.name, None, 0.5, config=busy.full_config)
     other_trainer.release()
 
   threading.Thread(target=other_trainer_finishes).start()
@@ -301,7 +301,7 @@ def test_a_point_lost_in_a_race_is_busy_and_done_if_the_other_finishes(tmp_path)
   # Both launchers saw the point free; the other trainer took the lock first (this
   # one's exits with status 75) and finished it before this launch ended.
   job = launch.make_jobs("table6", str(tmp_path / "root"), local_smoke=True)[0]
-  _write_results_for(tmp_path / "theirs", job.full_config)
+  _write_results(tmp_path, "theirs", None, 0.5, config=job.full_config)
   fake_trainer = tmp_path / "fake_trainer"
   fake_trainer.write_text(
       f"#!/bin/sh\ncp -r {tmp_path}/theirs/. {job.workdir}/\nexit 75\n")
@@ -312,30 +312,26 @@ def test_a_point_lost_in_a_race_is_busy_and_done_if_the_other_finishes(tmp_path)
   assert f"done {job.name} by the other trainer" in out.getvalue()
 
 
-def _write_results_for(workdir, config: dict):
-  os.makedirs(workdir, exist_ok=True)
-  metrics = {"loss": 1.0, "top1": 0.5, "top5": 0.9, "num_examples": 100}
-  run_results.write_results(workdir, run_results.Results(
-      config=config, final={"raw": run_results.EvalMetrics(**metrics)}, steps=1,
-      params=1, mult_adds=1, trainable_params=1, wall_time_s=1.0,
-      train_images_per_sec=1.0, device_count=1, process_count=1, platform="cpu"))
-
-
-def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=()):
-  config = sweeps.apply_overrides(paper.load_config(spec), overrides)
-  if dataset:
-    config.data.name = dataset
-  if not ema:
-    config.ema_decay = 0.0
+def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=(),
+                   config=None):
+  """A finished point's results.json and metrics.jsonl: for `spec` with `overrides`,
+  or for `config` (a job's full config dict) as given."""
+  if config is None:
+    config = sweeps.apply_overrides(paper.load_config(spec), overrides)
+    if dataset:
+      config.data.name = dataset
+    if not ema:
+      config.ema_decay = 0.0
+    config = run_identity.config_dict(config)
   metrics = lambda t: {"loss": 1.0, "top1": t, "top5": 0.9, "num_examples": 50000}
   results = run_results.Results(
-      config=run_identity.config_dict(config),
+      config=config,
       final={"raw": run_results.EvalMetrics(**metrics(top1 - 0.05)),
              "ema": run_results.EvalMetrics(**metrics(top1))},
       steps=1234, params=1_331_936, mult_adds=149_492_032, trainable_params=1_340_000,
       wall_time_s=1.0, train_images_per_sec=1.0, device_count=1, process_count=1,
       platform="cpu")
-  (root / name).mkdir(parents=True)
+  (root / name).mkdir(parents=True, exist_ok=True)
   run_results.write_results(root / name, results)
   rows = [{"step": s, "split": "train", "loss": 2.0 / s, "top1": top1 * s / 3}
           for s in (1, 2, 3)]
