@@ -4,9 +4,9 @@ Each point's output goes to <workdir>/train.log. SIGTERM or Ctrl-C (`CHILDREN.te
 stops the running points the way a preemption does: each saves a checkpoint. A failed
 point does not stop the others. A second launcher on the same root is safe: a point
 that got results since the launch started is skipped, and one another live trainer
-holds (its run lock; a trainer that loses the race exits with status 75) is left to
-it, reported as busy, not FAILED; the launch waits for it at the end and counts it
-finished if it then has results.
+holds (its run lock, which the launcher takes before it starts a trainer and hands to
+it) is left to it, reported as busy, not FAILED; the launch waits for it at the end
+and counts it finished if it then has results.
 """
 
 from __future__ import annotations
@@ -67,35 +67,45 @@ def _run_one(job, python: str, out) -> str:
   workdir) or "failed" (failed, or stopped without results)."""
   if _finished_meanwhile(job, out):
     return DONE
-  holder = run_lock.live_holder(job.workdir)
-  if holder:
-    print(f"busy {job.name}: another trainer ({holder}) is running it; left to it",
-          file=out, flush=True)
-    return BUSY
+  # Taken here, before the trainer's ~20 s of start-up, and handed to it: no second
+  # launcher can start this point meanwhile.
   start = time.time()
-  log = layout.log_path(job.workdir)
-  log.parent.mkdir(parents=True, exist_ok=True)
-  command = [python, *job.train_args()]
-  print(f"start {job.name}: {shlex.join(command)}\n      log: {log}", file=out, flush=True)
-  with log.open("a") as f:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f,
-                            stderr=subprocess.STDOUT)
-    CHILDREN.add(proc)
-    returncode = proc.wait()
-    CHILDREN.remove(proc)
-  seconds = time.time() - start
-  if returncode == run_lock.RunLockedError.exit_status:  # Taken since the probe.
-    print(f"busy {job.name}: another trainer took {job.workdir} first; left to it",
+  try:
+    with run_lock.held_for_child(job.workdir) as (lock_env, lock_fds):
+      returncode = _train(job, python, lock_env, lock_fds, out)
+  except run_lock.RunLockedError as e:
+    print(f"busy {job.name}: another trainer ({e.holder}) is running it; left to it",
           file=out, flush=True)
     return BUSY
+  except errors.UserError as e:  # An unwritable workdir.
+    print(f"FAILED {job.name}: {e}", file=out, flush=True)
+    return FAILED
+  seconds = time.time() - start
+  log = layout.log_path(job.workdir)
   if returncode != 0:
     tail = "".join(log.read_text().splitlines(True)[-5:])
     print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
           f"of {log}:\n{tail}", file=out, flush=True)
     return FAILED
   return DONE if _report_results(job, seconds, out) else FAILED
+
+
+def _train(job, python: str, lock_env: dict, lock_fds: tuple, out) -> int:
+  """Runs the trainer for `job`, handing it the run lock (`lock_env`, `lock_fds`);
+  its exit status."""
+  log = layout.log_path(job.workdir)
+  log.parent.mkdir(parents=True, exist_ok=True)
+  command = [python, *job.train_args()]
+  print(f"start {job.name}: {shlex.join(command)}\n      log: {log}", file=out, flush=True)
+  env = dict(os.environ, **lock_env, PYTHONPATH=os.pathsep.join(
+      [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+  with log.open("a") as f:
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=f,
+                            stderr=subprocess.STDOUT, pass_fds=lock_fds)
+    CHILDREN.add(proc)
+    returncode = proc.wait()
+    CHILDREN.remove(proc)
+  return returncode
 
 
 def _finished_meanwhile(job, out) -> bool:

@@ -297,19 +297,30 @@ def test_a_second_launcher_skips_finished_and_waits_for_busy_points(tmp_path,
   assert not any(line.startswith("start ") for line in text.splitlines())
 
 
-def test_a_point_lost_in_a_race_is_busy_and_done_if_the_other_finishes(tmp_path):
-  # Both launchers saw the point free; the other trainer took the lock first (this
-  # one's exits with status 75) and finished it before this launch ended.
+def test_two_launchers_at_once_start_a_point_once(tmp_path, monkeypatch):
+  # Both see the point unfinished at the same instant. The launcher takes the run lock
+  # before the trainer's start-up and hands it over, so one starts the trainer and the
+  # other reports the point busy, waits, and counts it done when it has results.
+  monkeypatch.setattr(local_runs, "WAIT_POLL_S", 0.05)
   job = launch.make_jobs("table6", str(tmp_path / "root"), local_smoke=True)[0]
-  _write_results(tmp_path, "theirs", None, 0.5, config=job.full_config)
+  _write_results(tmp_path, "trained", None, 0.5, config=job.full_config)
   fake_trainer = tmp_path / "fake_trainer"
-  fake_trainer.write_text(
-      f"#!/bin/sh\ncp -r {tmp_path}/theirs/. {job.workdir}/\nexit 75\n")
+  fake_trainer.write_text(f"#!/bin/sh\nsleep 1\ncp -r {tmp_path}/trained/. "
+                          f"{job.workdir}/\n")
   fake_trainer.chmod(0o755)
-  out = io.StringIO()
-  assert local_runs.run_local([job], python=str(fake_trainer), out=out) == []
-  assert f"busy {job.name}: another trainer took" in out.getvalue()
-  assert f"done {job.name} by the other trainer" in out.getvalue()
+  outs = [io.StringIO(), io.StringIO()]
+  unfinished = []
+  launchers = [threading.Thread(target=lambda out=out: unfinished.extend(
+      local_runs.run_local([job], python=str(fake_trainer), out=out))) for out in outs]
+  for launcher in launchers:
+    launcher.start()
+  for launcher in launchers:
+    launcher.join()
+  text = outs[0].getvalue() + outs[1].getvalue()
+  assert unfinished == [] and text.count(f"start {job.name}") == 1, text
+  assert f"busy {job.name}: another trainer (PID {os.getpid()}" in text
+  assert f"done {job.name} by the other trainer" in text
+  assert layout.lock_path(job.workdir).read_text() == ""  # Given back, no stale note.
 
 
 def _write_results(root, name, spec, top1, *, ema=True, dataset=None, overrides=(),

@@ -50,6 +50,28 @@ def test_lock_of_a_dead_holder_is_taken_over_with_a_note(tmp_path, caplog):
   assert f"PID {dead_pid}" in caplog.text and "no longer running" in caplog.text
 
 
+def test_a_launcher_hands_its_lock_to_the_trainer_it_starts(tmp_path):
+  # The child adopts the handed fd (its note names it) where a plain acquire would be
+  # refused; whatever it leaves held when it dies, the launcher gives back.
+  code = ("import os, sys; from mobilenet_jax.rundir import lock; "
+          "lock.RunLock(sys.argv[1]).acquire(); print(os.getpid(), flush=True); "
+          "sys.stdin.readline(); os._exit(9)")  # Dies holding it: no release.
+  with lock.held_for_child(tmp_path) as (env, fds):
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=h.REPO,
+                             env=dict(os.environ, PYTHONPATH=h.REPO, **env),
+                             pass_fds=fds, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    child_pid = child.stdout.readline().strip()
+    assert child_pid and f"PID {child_pid} " in lock.live_holder(tmp_path)
+    with pytest.raises(lock.RunLockedError, match=f"PID {child_pid} "):
+      lock.RunLock(tmp_path).acquire()
+    child.communicate("\n", timeout=60)
+    assert child.returncode == 9
+  assert layout.lock_path(tmp_path).read_text() == ""
+  with lock.RunLock(tmp_path):  # Free, and taken without a takeover note.
+    pass
+
+
 def test_unwritable_workdir_is_one_config_error():
   # /sys refuses new directories even to root, as a read-only mount would.
   with pytest.raises(ConfigError, match="cannot write the run directory"):

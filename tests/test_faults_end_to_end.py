@@ -47,7 +47,7 @@ def test_ctrl_c_saves_a_second_trainer_is_refused_twice_stops_at_once(
                             cwd=training_runs.REPO,
                             env=training_runs.env_with_devices(1, compile_cache),
                             capture_output=True, text=True, timeout=240)
-    assert second.returncode == 75, second.stderr[-3000:]  # A launcher's "busy".
+    assert second.returncode == 75, second.stderr[-3000:]  # EX_TEMPFAIL.
     errors = [l for l in second.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "in use by another trainer" in errors[0], second.stderr
     assert f"PID {first.pid}" in errors[0]

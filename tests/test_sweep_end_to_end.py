@@ -8,6 +8,7 @@ steps per point.
 """
 
 import glob
+import json
 import os
 import re
 import signal
@@ -49,7 +50,8 @@ def _wait_for(predicate, proc, timeout=600):
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory, shapes_tiny_dir):
   """The sweep run here: launched, interrupted while its second point trains, and
-  launched again; (root, output of the first launch, the second's result)."""
+  launched again; (root, output of the first launch, the second's result, the run
+  lock's holder and the launcher's PID while that point trained)."""
   root = str(tmp_path_factory.mktemp("local") / "async_smoke")
   env = training_runs.env_with_devices(1)
   command = _launch_command(root, shapes_tiny_dir)
@@ -58,17 +60,23 @@ def local_sweep(tmp_path_factory, shapes_tiny_dir):
   stale = os.path.join(root, STALE)
   # Interrupt while the second point trains (it has logged a step).
   _wait_for(lambda: metrics_file.read_rows(stale, "train"), proc)
+  holder = json.loads(layout.lock_path(stale).read_text())["pid"]
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0]
   assert proc.returncode == 1, out[-3000:]
   again = subprocess.run(command, cwd=training_runs.REPO, env=env, capture_output=True,
                          text=True, timeout=600)
-  return root, out, again
+  return root, out, again, (holder, proc.pid)
 
 
 def test_launch_interrupt_relaunch_compare(local_sweep):
-  root, out, again = local_sweep
+  root, out, again, (lock_holder, launcher_pid) = local_sweep
   stale = os.path.join(root, STALE)
+  # The launcher took the point's lock and its trainer adopted it (the note names the
+  # trainer), and nothing was left held or noted stale after.
+  assert lock_holder != launcher_pid
+  assert layout.lock_path(stale).read_text() == ""
+  assert "no longer running" not in layout.log_path(stale).read_text()
   assert f"done {SYNC}" in out and f"stopped {STALE}" in out, out[-3000:]
   assert "Smoke estimate: 2 points" in out and "compilation" in out
   assert "Preempted" in layout.log_path(stale).read_text()

@@ -6,12 +6,19 @@ holder dies however it dies, so a dead holder's lock is simply taken over (with 
 note naming it); the file's text (host, PID, start time) names the holder for the
 message a second writer gets. Readers (evaluate, predict, export, compare) take no lock.
 
+A sweep launcher takes a point's lock before it starts the trainer and hands the
+locked file to it (`held_for_child`: the fd and an environment variable naming it,
+which the trainer's `acquire` adopts). The trainer spends ~20 s importing JAX and
+checking its config and data before it would reach the lock; taking it first means
+two launchers on one root can never both start a point.
+
 On object storage (gs://) there is no flock: the file's presence is the lock, and a
 second writer is refused with the holder named and how to clear a dead one's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -19,6 +26,7 @@ import json
 import logging
 import os
 import socket
+from typing import Iterator
 
 from mobilenet_jax.errors import ConfigError, UserError
 from mobilenet_jax.rundir import layout
@@ -26,9 +34,17 @@ from mobilenet_jax.rundir import layout
 
 class RunLockedError(UserError):
   """Another live process is training in this run directory."""
-  # EX_TEMPFAIL ("try again later"): a sweep launcher tells this apart from a failed
-  # point, so a second launcher on the same root skips the point instead.
+  # EX_TEMPFAIL ("try again later"): a script running trainers tells this apart from
+  # a failed run.
   exit_status = 75
+
+  def __init__(self, message: str, holder: str):
+    super().__init__(message)
+    self.holder = holder  # "PID 123 on host, started ...": for a launcher's line.
+
+
+# Names the fd of a run lock a launcher took for this process (`held_for_child`).
+HANDOFF_ENV = "MOBILENET_JAX_RUN_LOCK_FD"
 
 
 def _holder_text() -> str:
@@ -77,6 +93,24 @@ def live_holder(workdir) -> str | None:
   return _describe(text)
 
 
+@contextlib.contextmanager
+def held_for_child(workdir) -> Iterator[tuple[dict[str, str], tuple[int, ...]]]:
+  """Holds WORKDIR's lock for a trainer this process starts inside the block:
+  yields (env, fds) for `Popen(..., env=os.environ | env, pass_fds=fds)`, which the
+  trainer's `acquire` adopts; gives back whatever the trainer left held on exit.
+  RunLockedError if another live writer holds it. On object storage it takes nothing
+  (the lock there is a file the trainer itself writes): ({}, ()).
+  """
+  if "://" in str(workdir):
+    yield {}, ()
+    return
+  held = RunLock(workdir).acquire()
+  try:
+    yield {HANDOFF_ENV: str(held._fd)}, (held._fd,)
+  finally:
+    held.release_after_child()
+
+
 class RunLock:
   """`with RunLock(workdir):` holds WORKDIR/run.lock, or raises RunLockedError."""
 
@@ -90,6 +124,8 @@ class RunLock:
     """Takes the lock; RunLockedError naming the holder if a live one has it."""
     if "://" in self._workdir:
       return self._acquire_remote()
+    if self._adopt_handed_lock():
+      return self
     try:
       os.makedirs(self._workdir, exist_ok=True)
       fd = os.open(str(self._path), os.O_RDWR | os.O_CREAT, 0o644)
@@ -104,7 +140,8 @@ class RunLock:
         raise _workdir_error(self._workdir, error) from None
       raise RunLockedError(
           f"{self._workdir} is in use by another trainer ({_describe(holder)}); wait "
-          "for it to finish, stop it, or choose another --workdir.") from None
+          "for it to finish, stop it, or choose another --workdir.",
+          _describe(holder)) from None
     previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
     if previous:
       logging.warning("Took over %s from a writer that did not release it (%s; it is "
@@ -116,14 +153,46 @@ class RunLock:
 
   def _acquire_remote(self) -> "RunLock":
     if self._path.exists():
+      holder = _describe(self._path.read_text())
       raise RunLockedError(
-          f"{self._workdir} is in use by another trainer "
-          f"({_describe(self._path.read_text())}); if that process is gone, delete "
-          f"{self._path} and run again.")
+          f"{self._workdir} is in use by another trainer ({holder}); if that process "
+          f"is gone, delete {self._path} and run again.", holder)
     self._path.parent.mkdir(parents=True, exist_ok=True)
     self._path.write_text(_holder_text())
     self._holds_remote = True
     return self
+
+  def _adopt_handed_lock(self) -> bool:
+    """Takes over the locked fd a launcher handed to this process, if it is this
+    workdir's lock; the note then names this process."""
+    handed = os.environ.get(HANDOFF_ENV)
+    if not handed:
+      return False
+    try:
+      fd = int(handed)
+      same_file = os.path.samestat(os.fstat(fd), os.stat(self._path))
+    except (ValueError, OSError):
+      return False
+    if not same_file:
+      return False  # Handed for another workdir: this one is taken as usual.
+    del os.environ[HANDOFF_ENV]  # Neither a second RunLock nor a child adopts it.
+    os.set_inheritable(fd, False)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, _holder_text().encode(), 0)
+    self._fd = fd
+    return True
+
+  def release_after_child(self) -> None:
+    """Releases a lock handed to a child that has exited: what it left held (it died
+    without releasing, or never reached its own `acquire`) is emptied and given back;
+    if the child released it and another writer has it now, that one keeps it."""
+    try:
+      fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # Still ours, or free.
+    except OSError:
+      os.close(self._fd)
+      self._fd = None
+      return
+    self.release()
 
   def release(self) -> None:
     """Gives the lock back (empties the file: no holder)."""
