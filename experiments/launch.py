@@ -336,8 +336,7 @@ def main(argv):
   elapsed = time.time() - start
   if failed:
     print(f"{len(failed)} of {len(jobs)} points did not finish: {', '.join(failed)} "
-          f"({elapsed:.0f} s); the same command resumes them (a point reported busy "
-          "is being trained by another launcher)", flush=True)
+          f"({elapsed:.0f} s); the same command resumes them", flush=True)
     sys.exit(1)
   print(f"All {len(jobs)} points of {FLAGS.sweep} have results under {FLAGS.root} "
         f"({len(todo)} pending at launch, {elapsed:.0f} s); compare them with: "

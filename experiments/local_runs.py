@@ -65,16 +65,17 @@ DONE, BUSY, FAILED = "done", "busy", "failed"  # How one point's turn ended.
 def _run_one(job, python: str, out) -> str:
   """Trains one job here: "done" (it has results), "busy" (another trainer holds its
   workdir) or "failed" (failed, or stopped without results)."""
-  if _finished_meanwhile(job, out):
-    return DONE
   # Taken here, before the trainer's ~20 s of start-up, and handed to it: no second
-  # launcher can start this point meanwhile.
+  # launcher can start this point meanwhile, nor finish it between the check and the
+  # start.
   start = time.time()
   try:
     with run_lock.held_for_child(job.workdir) as (lock_env, lock_fds):
+      if _finished_meanwhile(job, out):
+        return DONE
       returncode = _train(job, python, lock_env, lock_fds, out)
   except run_lock.RunLockedError as e:
-    print(f"busy {job.name}: another trainer ({e.holder}) is running it; left to it",
+    print(f"busy {job.name}: another run has it ({e.holder}); left to it",
           file=out, flush=True)
     return BUSY
   except errors.UserError as e:  # An unwritable workdir.
@@ -84,10 +85,20 @@ def _run_one(job, python: str, out) -> str:
   log = layout.log_path(job.workdir)
   if returncode != 0:
     tail = "".join(log.read_text().splitlines(True)[-5:])
-    print(f"FAILED {job.name} (exit status {returncode}, {seconds:.0f} s); last lines "
-          f"of {log}:\n{tail}", file=out, flush=True)
+    print(f"FAILED {job.name} ({_how_it_ended(returncode)}, {seconds:.0f} s); last "
+          f"lines of {log}:\n{tail}", file=out, flush=True)
     return FAILED
   return DONE if _report_results(job, seconds, out) else FAILED
+
+
+def _how_it_ended(returncode: int) -> str:
+  """"exit status 1", or "killed by SIGKILL" for a child a signal ended."""
+  if returncode >= 0:
+    return f"exit status {returncode}"
+  try:
+    return f"killed by {signal.Signals(-returncode).name}"
+  except ValueError:  # A real-time signal has no name.
+    return f"killed by signal {-returncode}"
 
 
 def _train(job, python: str, lock_env: dict, lock_fds: tuple, out) -> int:

@@ -269,6 +269,18 @@ def test_failures_do_not_stop_the_sweep(tmp_path):
   assert os.path.exists(layout.log_path(jobs[0].workdir))
 
 
+def test_a_killed_trainer_is_named_so_and_its_lock_given_back(tmp_path):
+  job = launch.make_jobs("table6", str(tmp_path), local_smoke=True)[0]
+  fake_trainer = tmp_path / "fake_trainer"
+  fake_trainer.write_text("#!/bin/sh\nkill -9 $$\n")  # Dies holding the handed lock.
+  fake_trainer.chmod(0o755)
+  out = io.StringIO()
+  assert local_runs.run_local([job], python=str(fake_trainer), out=out) == [job.name]
+  assert f"FAILED {job.name} (killed by SIGKILL" in out.getvalue()
+  assert layout.lock_path(job.workdir).read_text() == ""
+  assert lock.live_holder(job.workdir) is None
+
+
 def test_a_second_launcher_skips_finished_and_waits_for_busy_points(tmp_path,
                                                                     monkeypatch):
   # A launch lists its points at start; another launcher on the root may finish one
@@ -290,7 +302,7 @@ def test_a_second_launcher_skips_finished_and_waits_for_busy_points(tmp_path,
   assert local_runs.run_local(jobs, python="false", out=out) == []
   text = out.getvalue()
   assert f"skip {finished.name}: it has results now" in text
-  assert f"busy {busy.name}: another trainer (PID {os.getpid()}" in text
+  assert f"busy {busy.name}: another run has it (trainer PID {os.getpid()}" in text
   assert f"waiting for 1 point(s) another trainer is running: {busy.name}" in text
   assert f"done {busy.name} by the other trainer" in text
   assert "FAILED" not in text  # And nothing was started:
@@ -318,7 +330,9 @@ def test_two_launchers_at_once_start_a_point_once(tmp_path, monkeypatch):
     launcher.join()
   text = outs[0].getvalue() + outs[1].getvalue()
   assert unfinished == [] and text.count(f"start {job.name}") == 1, text
-  assert f"busy {job.name}: another trainer (PID {os.getpid()}" in text
+  # The trainer never adopts the lock (a shell script): the note names the launcher.
+  assert (f"busy {job.name}: another run has it (sweep launcher PID {os.getpid()}"
+          in text)
   assert f"done {job.name} by the other trainer" in text
   assert layout.lock_path(job.workdir).read_text() == ""  # Given back, no stale note.
 

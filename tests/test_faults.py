@@ -30,7 +30,7 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
     assert f"PID {os.getpid()}" in lock.live_holder(tmp_path)  # A launcher's probe.
   assert lock.live_holder(tmp_path) is None
   message = str(error.value)
-  assert f"PID {os.getpid()}" in message and "in use by another trainer" in message
+  assert f"trainer PID {os.getpid()}" in message and "in use by another run" in message
   with lock.RunLock(tmp_path):  # Released: taken again without a note.
     pass
 

@@ -49,7 +49,7 @@ def test_ctrl_c_saves_a_second_trainer_is_refused_twice_stops_at_once(
                             capture_output=True, text=True, timeout=240)
     assert second.returncode == 75, second.stderr[-3000:]  # EX_TEMPFAIL.
     errors = [l for l in second.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and "in use by another trainer" in errors[0], second.stderr
+    assert len(errors) == 1 and "in use by another run" in errors[0], second.stderr
     assert f"PID {first.pid}" in errors[0]
     first.send_signal(signal.SIGINT)
     out, err = first.communicate(timeout=120)

@@ -45,18 +45,28 @@ class RunLockedError(UserError):
 
 # Names the fd of a run lock a launcher took for this process (`held_for_child`).
 HANDOFF_ENV = "MOBILENET_JAX_RUN_LOCK_FD"
+LAUNCHER = "launcher"  # The note's role while a launcher holds the lock for a trainer.
 
 
-def _holder_text() -> str:
-  return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+def _holder_text(role: str = "trainer") -> str:
+  return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "role": role,
                      "started": datetime.datetime.now().astimezone().isoformat(
                          timespec="seconds")})
 
 
+def _write_note(fd: int, role: str) -> None:
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, _holder_text(role).encode(), 0)
+
+
 def _describe(text: str) -> str:
+  """"trainer PID 12 on host, started T" (or the launcher that holds it for one)."""
   try:
     holder = json.loads(text)
-    return f"PID {holder['pid']} on {holder['host']}, started {holder['started']}"
+    who = f"PID {holder['pid']} on {holder['host']}"
+    if holder.get("role") == LAUNCHER:
+      return f"sweep launcher {who}, starting the point's trainer since {holder['started']}"
+    return f"trainer {who}, started {holder['started']}"
   except (ValueError, KeyError, TypeError):
     return "an unknown process"
 
@@ -104,7 +114,7 @@ def held_for_child(workdir) -> Iterator[tuple[dict[str, str], tuple[int, ...]]]:
   if "://" in str(workdir):
     yield {}, ()
     return
-  held = RunLock(workdir).acquire()
+  held = RunLock(workdir, role=LAUNCHER).acquire()  # Its note, until the trainer adopts.
   try:
     yield {HANDOFF_ENV: str(held._fd)}, (held._fd,)
   finally:
@@ -112,10 +122,15 @@ def held_for_child(workdir) -> Iterator[tuple[dict[str, str], tuple[int, ...]]]:
 
 
 class RunLock:
-  """`with RunLock(workdir):` holds WORKDIR/run.lock, or raises RunLockedError."""
+  """`with RunLock(workdir):` holds WORKDIR/run.lock, or raises RunLockedError.
 
-  def __init__(self, workdir):
+  `role` is what the note calls the holder: a trainer, or a launcher holding the lock
+  for the trainer it starts (`held_for_child`).
+  """
+
+  def __init__(self, workdir, role: str = "trainer"):
     self._workdir = str(workdir)
+    self._role = role
     self._path = layout.lock_path(workdir)
     self._fd: int | None = None
     self._holds_remote = False
@@ -139,15 +154,14 @@ class RunLock:
       if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
         raise _workdir_error(self._workdir, error) from None
       raise RunLockedError(
-          f"{self._workdir} is in use by another trainer ({_describe(holder)}); wait "
+          f"{self._workdir} is in use by another run ({_describe(holder)}); wait "
           "for it to finish, stop it, or choose another --workdir.",
           _describe(holder)) from None
     previous = os.read(fd, 4096).decode("utf-8", "replace").strip()
     if previous:
       logging.warning("Took over %s from a writer that did not release it (%s; it is "
                       "no longer running).", self._path, _describe(previous))
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, _holder_text().encode(), 0)
+    _write_note(fd, self._role)
     self._fd = fd
     return self
 
@@ -155,10 +169,10 @@ class RunLock:
     if self._path.exists():
       holder = _describe(self._path.read_text())
       raise RunLockedError(
-          f"{self._workdir} is in use by another trainer ({holder}); if that process "
+          f"{self._workdir} is in use by another run ({holder}); if that process "
           f"is gone, delete {self._path} and run again.", holder)
     self._path.parent.mkdir(parents=True, exist_ok=True)
-    self._path.write_text(_holder_text())
+    self._path.write_text(_holder_text(self._role))
     self._holds_remote = True
     return self
 
@@ -177,8 +191,7 @@ class RunLock:
       return False  # Handed for another workdir: this one is taken as usual.
     del os.environ[HANDOFF_ENV]  # Neither a second RunLock nor a child adopts it.
     os.set_inheritable(fd, False)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, _holder_text().encode(), 0)
+    _write_note(fd, self._role)
     self._fd = fd
     return True
 
