@@ -4,9 +4,11 @@ trainings that need a whole process are in test_faults_end_to_end.py)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 
@@ -48,6 +50,18 @@ def test_lock_of_a_dead_holder_is_taken_over_with_a_note(tmp_path, caplog):
   with caplog.at_level(logging.WARNING), lock.RunLock(tmp_path):
     assert json.loads(layout.lock_path(tmp_path).read_text())["pid"] == os.getpid()
   assert f"PID {dead_pid}" in caplog.text and "no longer running" in caplog.text
+
+
+def test_a_holder_pid_given_to_a_later_process_is_not_live(tmp_path):
+  # A note from before this process started, naming this process's PID: the PID was
+  # reused since, so the note's writer is gone.
+  note = {"host": socket.gethostname(), "pid": os.getpid(), "role": "trainer"}
+  layout.lock_path(tmp_path).write_text(json.dumps(
+      {**note, "started": "2020-01-01T00:00:00+00:00"}))
+  assert lock.live_holder(tmp_path) is None
+  layout.lock_path(tmp_path).write_text(json.dumps(
+      {**note, "started": datetime.datetime.now().astimezone().isoformat()}))
+  assert f"trainer PID {os.getpid()} " in lock.live_holder(tmp_path)
 
 
 def test_a_launcher_hands_its_lock_to_the_trainer_it_starts(tmp_path):

@@ -80,9 +80,10 @@ def _workdir_error(workdir, error: OSError) -> ConfigError:
 def live_holder(workdir) -> str | None:
   """Who holds WORKDIR's lock, if a live process on this host does; else None.
 
-  Reads the holder's note and asks the kernel whether its PID runs; takes no lock, so
-  a probe never makes a trainer starting at that instant fail. None for object
-  storage and for holders on other hosts: the trainer's own `acquire` decides there.
+  Reads the holder's note and asks the kernel whether its PID runs, and started before
+  the note (else the PID is a later process's); takes no lock, so a probe never makes a
+  trainer starting at that instant fail. None for object storage and for holders on
+  other hosts: the trainer's own `acquire` decides there.
   """
   if "://" in str(workdir):
     return None
@@ -92,7 +93,7 @@ def live_holder(workdir) -> str | None:
     pid, host = int(holder["pid"]), holder["host"]
   except (OSError, ValueError, KeyError, TypeError):
     return None  # No lock file, or an empty one: released.
-  if host != socket.gethostname():
+  if host != socket.gethostname() or _started_after(pid, holder.get("started")):
     return None
   try:
     os.kill(pid, 0)
@@ -101,6 +102,21 @@ def live_holder(workdir) -> str | None:
   except PermissionError:
     pass  # Alive, another user's.
   return _describe(text)
+
+
+def _started_after(pid: int, noted: str | None) -> bool:
+  """Whether process PID started after the time a note records: then it is not the
+  note's writer but a later process given its PID. False where /proc cannot tell."""
+  try:
+    noted_s = datetime.datetime.fromisoformat(noted).timestamp()
+    with open(f"/proc/{pid}/stat") as f:  # Field 22: start time, ticks after boot.
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as f:
+      boot_s = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+  except (OSError, ValueError, TypeError, IndexError, StopIteration):
+    return False
+  # The note is written after its writer starts; 2 s covers btime's whole seconds.
+  return boot_s + start_ticks / os.sysconf("SC_CLK_TCK") > noted_s + 2
 
 
 @contextlib.contextmanager
