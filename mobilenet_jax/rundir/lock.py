@@ -3,14 +3,15 @@
 A trainer (or an import that writes a run) holds the lock for its lifetime. On a local
 file system the lock is an `flock` on the file, which the kernel releases when its
 holder dies however it dies, so a dead holder's lock is simply taken over (with a
-note naming it); the file's text (host, PID, start time) names the holder for the
-message a second writer gets. Readers (evaluate, predict, export, compare) take no lock.
+note naming it); the file's text (host, PID, role, start time) names the holder for
+the message a second writer gets. Readers (evaluate, predict, export, compare) take no lock.
 
 A sweep launcher takes a point's lock before it starts the trainer and hands the
 locked file to it (`held_for_child`: the fd and an environment variable naming it,
 which the trainer's `acquire` adopts). The trainer spends ~20 s importing JAX and
 checking its config and data before it would reach the lock; taking it first means
-two launchers on one root can never both start a point.
+two launchers on one root can never both start a point. Until the trainer adopts it,
+the note names the launcher (role "launcher").
 
 On object storage (gs://) there is no flock: the file's presence is the lock, and a
 second writer is refused with the holder named and how to clear a dead one's lock.
