@@ -4,7 +4,8 @@ A trainer (or an import that writes a run) holds the lock for its lifetime. On a
 file system the lock is an `flock` on the file, which the kernel releases when its
 holder dies however it dies, so a dead holder's lock is simply taken over (with a
 note naming it); the file's text (host, PID, role, start time) names the holder for
-the message a second writer gets. Readers (evaluate, predict, export, compare) take no lock.
+the message a second writer gets. Readers (evaluate, predict, export, compare) take no
+lock.
 
 A sweep launcher takes a point's lock before it starts the trainer and hands the
 locked file to it (`held_for_child`: the fd and an environment variable naming it,
@@ -41,7 +42,7 @@ class RunLockedError(UserError):
 
   def __init__(self, message: str, holder: str):
     super().__init__(message)
-    self.holder = holder  # "PID 123 on host, started ...": for a launcher's line.
+    self.holder = holder  # "trainer PID 123 on host, started ...": a launcher's line.
 
 
 # Names the fd of a run lock a launcher took for this process (`held_for_child`).
@@ -66,7 +67,8 @@ def _describe(text: str) -> str:
     holder = json.loads(text)
     who = f"PID {holder['pid']} on {holder['host']}"
     if holder.get("role") == LAUNCHER:
-      return f"sweep launcher {who}, starting the point's trainer since {holder['started']}"
+      return (f"sweep launcher {who}, starting the point's trainer since "
+              f"{holder['started']}")
     return f"trainer {who}, started {holder['started']}"
   except (ValueError, KeyError, TypeError):
     return "an unknown process"
