@@ -5,10 +5,11 @@ it), prepare it (code and environment), then take points from a shared queue, on
 time, until none is left. While a point trains, the slice's state is polled; a slice
 that is preempted or deleted under a point puts the point back at the front of the
 queue, so that the next free slice resumes it from its last checkpoint (its workdir is
-the same), and, when the launcher created the slice, requests it again. A dropped
-connection to a slice that is still up reconnects to the running point. Every event of
-a point is one status line. `stop()` (SIGTERM, Ctrl-C) sends the running points SIGTERM,
-so that each saves a checkpoint, and lets every slice go.
+the same; the lost trainer's run lock, which it could not release, is cleared), and,
+when the launcher created the slice, requests it again. A dropped connection to a slice
+that is still up reconnects to the running point. Every event of a point is one status
+line. `stop()` (SIGTERM, Ctrl-C) sends the running points SIGTERM, so that each saves a
+checkpoint, and lets every slice go.
 
 The slices themselves are behind a backend (experiments/tpu_backend.py runs gcloud);
 this module only decides what runs where.
@@ -26,6 +27,7 @@ from typing import Protocol
 
 from . import point_state
 from mobilenet_jax import errors
+from mobilenet_jax.rundir import lock as run_lock
 from mobilenet_jax.rundir import results as run_results
 
 CONNECTION_LOST = 255  # ssh's exit status when the connection fails or drops.
@@ -167,8 +169,10 @@ class Scheduler:
         self._settle(tpu_slice, job, failed=True)
         return False
       if not alive:
+        holder = run_lock.clear_lost_holder(job.workdir)
+        cleared = f" (its run lock, held by the lost {holder}, cleared)" if holder else ""
         self.say(f"{job.name}: slice {tpu_slice.name} was preempted or deleted while it "
-                 "trained; re-queued: it resumes from its last checkpoint")
+                 f"trained; re-queued: it resumes from its last checkpoint{cleared}")
         self._settle(tpu_slice, job, requeue=True)
         return True
       if (status in (0, CONNECTION_LOST)) and retries < MAX_RETRIES:

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +85,79 @@ def test_a_launcher_hands_its_lock_to_the_trainer_it_starts(tmp_path):
   assert layout.lock_path(tmp_path).read_text() == ""
   with lock.RunLock(tmp_path):  # Free, and taken without a takeover note.
     pass
+
+
+@pytest.fixture
+def leased(tmp_path, monkeypatch):
+  """tmp_path taken for object storage (gs://): its lock is a lease, not a flock."""
+  monkeypatch.setattr(lock, "_on_object_storage", lambda workdir: True)
+  return tmp_path
+
+
+def _ago(seconds: float) -> str:
+  return (datetime.datetime.now().astimezone()
+          - datetime.timedelta(seconds=seconds)).isoformat(timespec="seconds")
+
+
+def test_object_storage_lock_lapses_when_its_holder_stops_renewing(leased, caplog):
+  path = layout.lock_path(leased)
+  with lock.RunLock(leased):
+    with pytest.raises(lock.RunLockedError) as error:
+      lock.RunLock(leased).acquire()
+  assert not path.exists()  # Released: no file, no holder.
+  message = str(error.value)
+  assert f"trainer PID {os.getpid()}" in message and "its lock lapses at" in message
+  assert f"run started then takes it over; or delete {path} and run again." in message
+  # A trainer on a preempted TPU VM never released it: renewed just inside the lease,
+  # it still holds; just outside, it is taken over with a note.
+  lost = {"host": "t1v-n-lost-w-0", "pid": 4242, "role": "trainer", "started": _ago(7200)}
+  path.write_text(json.dumps({**lost, "renewed": _ago(lock.LEASE_S - 30)}))
+  with pytest.raises(lock.RunLockedError, match="PID 4242 on t1v-n-lost-w-0"):
+    lock.RunLock(leased).acquire()
+  path.write_text(json.dumps({**lost, "renewed": _ago(lock.LEASE_S + 30)}))
+  with caplog.at_level(logging.WARNING), lock.RunLock(leased):
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+  assert "PID 4242 on t1v-n-lost-w-0" in caplog.text and "lease lapsed" in caplog.text
+  assert not path.exists()
+  path.write_text("{torn")  # A note it cannot read: never taken over unasked.
+  with pytest.raises(lock.RunLockedError, match="an unknown process.*gone, delete"):
+    lock.RunLock(leased).acquire()
+
+
+def test_object_storage_holder_renews_and_leaves_a_successor_its_lock(
+    leased, monkeypatch, caplog):
+  path = layout.lock_path(leased)
+  monkeypatch.setattr(lock, "RENEW_S", 0.05)
+  held = lock.RunLock(leased).acquire()
+  started = json.loads(path.read_text())["started"]
+  deadline = time.time() + 30
+  while "renewed" not in held._note and time.time() < deadline:
+    time.sleep(0.02)
+  monkeypatch.setattr(lock, "RENEW_S", 3600)  # The renewing thread now sleeps.
+  time.sleep(0.3)
+  note = json.loads(path.read_text())
+  assert note["pid"] == os.getpid() and note["started"] == started and "renewed" in note
+  # The launcher cleared it (its slice looked lost) and another trainer took it: this
+  # holder stops renewing, says so, and its release leaves the successor's note.
+  assert lock.clear_lost_holder(leased) == f"trainer PID {os.getpid()} on " \
+      f"{socket.gethostname()}, started {started}"
+  successor = json.dumps({"host": "t1v-n-next-w-0", "pid": 7, "role": "trainer",
+                          "started": _ago(0)})
+  path.write_text(successor)
+  with caplog.at_level(logging.ERROR):
+    assert not held._renew_once()
+  assert "no longer this process's (it names trainer PID 7 on t1v-n-next-w-0" \
+      in caplog.text
+  held.release()
+  assert path.read_text() == successor
+  assert lock.clear_lost_holder(leased / "never_trained") is None
+
+
+def test_clearing_a_lost_holder_leaves_a_local_lock_to_the_kernel(tmp_path):
+  with lock.RunLock(tmp_path):
+    assert lock.clear_lost_holder(tmp_path) is None
+    with pytest.raises(lock.RunLockedError):
+      lock.RunLock(tmp_path).acquire()
 
 
 def test_unwritable_workdir_is_one_config_error():

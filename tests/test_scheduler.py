@@ -5,11 +5,14 @@ tests/test_sweep_end_to_end.py.)"""
 
 import dataclasses
 import io
+import json
 import subprocess
 import threading
 import time
 
 from experiments import scheduler
+from mobilenet_jax.rundir import layout
+from mobilenet_jax.rundir import lock as run_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +154,29 @@ def test_a_preempted_point_is_requeued_and_its_slice_requested_again():
   lost_slice = next(s for s, p in _starts(backend) if p == "p1")
   acquires = [e for e in backend.events if e == ("acquire", lost_slice)]
   assert len(acquires) == 2  # Requested again after the preemption.
+
+
+def test_a_point_lost_with_its_slice_gets_its_run_lock_back(tmp_path, monkeypatch):
+  # On gs:// the lock is a file a preempted trainer never got to delete; the launcher
+  # knows that trainer is gone, so the re-queued point need not wait out its lease.
+  monkeypatch.setattr(run_lock, "_on_object_storage", lambda workdir: True)
+  backend, lock_at_start = _Backend(preempt={"p0"}), []
+  start_point = backend.start_point
+
+  def trainer_takes_the_lock(s, job):
+    path = layout.lock_path(job.workdir)
+    lock_at_start.append(path.exists())
+    path.write_text(json.dumps({"host": f"{s.name}-w-0", "pid": 42, "role": "trainer",
+                                "started": "2026-12-06T20:00:00+00:00"}))
+    return start_point(s, job)
+
+  backend.start_point = trainer_takes_the_lock
+  _, failed, out = _run([_Job("p0", str(tmp_path))], [_Slice("a")], backend)
+  assert failed == [] and backend.finished == {"p0"}
+  assert lock_at_start == [False, False]
+  assert ("re-queued: it resumes from its last checkpoint (its run lock, held by the "
+          "lost trainer PID 42 on a-w-0, started 2026-12-06T20:00:00+00:00, cleared)") \
+      in out
 
 
 def test_a_slice_not_created_here_is_not_requested_again():

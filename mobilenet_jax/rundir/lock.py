@@ -14,8 +14,13 @@ checking its config and data before it would reach the lock; taking it first mea
 two launchers on one root can never both start a point. Until the trainer adopts it,
 the note names the launcher (role "launcher").
 
-On object storage (gs://) there is no flock: the file's presence is the lock, and a
-second writer is refused with the holder named and how to clear a dead one's lock.
+On object storage (gs://) there is no flock: the file's presence is the lock, held as a
+lease. Its holder renews the note every `RENEW_S`; a note not renewed for `LEASE_S` is
+a dead holder's (a TPU VM preempted before its trainer could release it) and the next
+writer takes it over with a note. A sweep launcher that saw the slice under a point
+vanish clears that point's lock at once (`clear_lost_holder`), so the re-queued point
+need not wait out the lease. A second writer within the lease is refused, the holder
+named, with when the lease lapses and how to clear a dead one's lock now.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from typing import Iterator
 
 from mobilenet_jax.errors import ConfigError, UserError
@@ -48,12 +54,42 @@ class RunLockedError(UserError):
 # Names the fd of a run lock a launcher took for this process (`held_for_child`).
 HANDOFF_ENV = "MOBILENET_JAX_RUN_LOCK_FD"
 LAUNCHER = "launcher"  # The note's role while a launcher holds the lock for a trainer.
+# Object storage: how often a holder renews its note, and how long a note may go
+# unrenewed before it counts as a dead holder's. The lease outlasts any pause of the
+# renewing thread (it runs beside compiles and saves) many times over.
+RENEW_S = 60
+LEASE_S = 600
 
 
-def _holder_text(role: str = "trainer") -> str:
-  return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "role": role,
-                     "started": datetime.datetime.now().astimezone().isoformat(
-                         timespec="seconds")})
+def _on_object_storage(workdir) -> bool:
+  """gs:// and the like: no flock there, the lock is a lease (see the module doc)."""
+  return "://" in str(workdir)
+
+
+def _now() -> datetime.datetime:
+  return datetime.datetime.now().astimezone()
+
+
+def _holder_text(role: str = "trainer", started: str | None = None) -> str:
+  """The note: who holds the lock, since when; object storage's also says when it was
+  last `renewed` (pass `started` to renew a note)."""
+  now = _now().isoformat(timespec="seconds")
+  note = {"host": socket.gethostname(), "pid": os.getpid(), "role": role,
+          "started": started or now}
+  if started:
+    note["renewed"] = now
+  return json.dumps(note)
+
+
+def _lease_end(text: str) -> datetime.datetime | None:
+  """When an object-storage note's lease lapses: its last renewal (or start) plus
+  LEASE_S; None for a note that cannot be read (never taken over unasked)."""
+  try:
+    holder = json.loads(text)
+    renewed = datetime.datetime.fromisoformat(holder.get("renewed") or holder["started"])
+  except (ValueError, KeyError, TypeError, AttributeError):
+    return None
+  return renewed.astimezone() + datetime.timedelta(seconds=LEASE_S)
 
 
 def _write_note(fd: int, role: str) -> None:
@@ -88,7 +124,7 @@ def live_holder(workdir) -> str | None:
   trainer starting at that instant fail. None for object storage and for holders on
   other hosts: the trainer's own `acquire` decides there.
   """
-  if "://" in str(workdir):
+  if _on_object_storage(workdir):
     return None
   try:
     text = layout.lock_path(workdir).read_text()
@@ -130,7 +166,7 @@ def held_for_child(workdir) -> Iterator[tuple[dict[str, str], tuple[int, ...]]]:
   RunLockedError if another live writer holds it. On object storage it takes nothing
   (the lock there is a file the trainer itself writes): ({}, ()).
   """
-  if "://" in str(workdir):
+  if _on_object_storage(workdir):
     yield {}, ()
     return
   held = RunLock(workdir, role=LAUNCHER).acquire()  # Its note, until the trainer adopts.
@@ -152,11 +188,13 @@ class RunLock:
     self._role = role
     self._path = layout.lock_path(workdir)
     self._fd: int | None = None
-    self._holds_remote = False
+    self._note: str | None = None  # Object storage: the note this process last wrote.
+    self._released = threading.Event()
+    self._renewer: threading.Thread | None = None
 
   def acquire(self) -> "RunLock":
     """Takes the lock; RunLockedError naming the holder if a live one has it."""
-    if "://" in self._workdir:
+    if _on_object_storage(self._workdir):
       return self._acquire_remote()
     if self._adopt_handed_lock():
       return self
@@ -186,14 +224,51 @@ class RunLock:
 
   def _acquire_remote(self) -> "RunLock":
     if self._path.exists():
-      holder = _describe(self._path.read_text())
-      raise RunLockedError(
-          f"{self._workdir} is in use by another run ({holder}); if that process "
-          f"is gone, delete {self._path} and run again.", holder)
+      previous = self._path.read_text()
+      lease_end = _lease_end(previous)
+      if lease_end is None or lease_end > _now():
+        lapses = (f"its lock lapses at {lease_end.isoformat(timespec='seconds')} "
+                  f"({LEASE_S // 60} min after its last renewal) and a run started "
+                  "then takes it over; or " if lease_end else "")
+        raise RunLockedError(
+            f"{self._workdir} is in use by another run ({_describe(previous)}); if that "
+            f"process is gone, {lapses}delete {self._path} and run again.",
+            _describe(previous))
+      logging.warning("Took over %s from a writer that stopped renewing it (%s; its "
+                      "lease lapsed at %s: it is no longer running).", self._path,
+                      _describe(previous), lease_end.isoformat(timespec="seconds"))
     self._path.parent.mkdir(parents=True, exist_ok=True)
-    self._path.write_text(_holder_text(self._role))
-    self._holds_remote = True
+    self._note = _holder_text(self._role)
+    self._path.write_text(self._note)
+    self._renewer = threading.Thread(target=self._renew_until_released, daemon=True,
+                                     name="run-lock-renewal")
+    self._renewer.start()
     return self
+
+  def _renew_until_released(self) -> None:
+    """Object storage: renews the note every RENEW_S while this process holds it."""
+    while not self._released.wait(RENEW_S):
+      try:
+        if not self._renew_once():
+          return
+      except Exception as error:  # pylint: disable=broad-except
+        # A storage hiccup (gs:// raises its own error types): the lease outlasts
+        # several missed renewals, so say so and try again next time.
+        logging.warning("Could not renew the run lock %s (%s); retrying in %d s.",
+                        self._path, error, RENEW_S)
+
+  def _renew_once(self) -> bool:
+    """Rewrites the note with a new renewal time; False (and an error logged) if it is
+    no longer this process's note."""
+    current = self._path.read_text() if self._path.exists() else ""
+    if current != self._note:
+      logging.error("The run lock %s is no longer this process's (it names %s now): a "
+                    "launcher cleared it or another writer took it over; stop one of "
+                    "the two runs.", self._path, _describe(current))
+      return False
+    self._note = _holder_text(self._role, json.loads(self._note)["started"])
+    self._path.write_text(self._note)
+    return True
 
   def _adopt_handed_lock(self) -> bool:
     """Takes over the locked fd a launcher handed to this process, if it is this
@@ -233,12 +308,29 @@ class RunLock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
-    elif self._holds_remote:
-      self._path.unlink(missing_ok=True)
-      self._holds_remote = False
+    elif self._renewer is not None:
+      self._released.set()
+      self._renewer.join()
+      self._renewer = None
+      # Only our own note: after a takeover the lock is the new holder's.
+      if self._path.exists() and self._path.read_text() == self._note:
+        self._path.unlink(missing_ok=True)
 
   def __enter__(self) -> "RunLock":
     return self.acquire()
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+def clear_lost_holder(workdir) -> str | None:
+  """Deletes WORKDIR's object-storage lock, for a caller that knows its holder is gone
+  (a launcher whose TPU slice vanished under the point), so that the next trainer need
+  not wait out the lease; returns who held it, or None. Local locks need nothing: the
+  kernel gave back a dead holder's flock."""
+  path = layout.lock_path(workdir)
+  if not _on_object_storage(workdir) or not path.exists():
+    return None
+  holder = _describe(path.read_text())
+  path.unlink(missing_ok=True)
+  return holder
