@@ -34,7 +34,17 @@ def _overrides(data_dir, **extra):
 def test_sigterm_saves_and_restart_resumes(shapes_tiny_dir, tmp_path):
   workdir = str(tmp_path / "run")
   overrides = _overrides(shapes_tiny_dir, num_train_steps=500, checkpoint_every_steps=1000)
-  proc = subprocess.Popen(training_runs.main_command(workdir, overrides),
+  # A shutdown may signal twice (a VM's SIGTERM to every process, a launcher's stop):
+  # the trainer sends itself a second SIGTERM each time it waits for a save to commit,
+  # which must not find it without its handler.
+  python, _, _, *flags = training_runs.main_command(workdir, overrides)
+  resend = ("import os, runpy, signal, sys; from mobilenet_jax.rundir import checkpointer; "
+            "wait = checkpointer.Checkpointer.wait; "
+            "checkpointer.Checkpointer.wait = lambda self: "
+            "(os.kill(os.getpid(), signal.SIGTERM), wait(self)); "
+            "sys.argv[0] = 'main'; runpy.run_module('mobilenet_jax.main', "
+            "run_name='__main__')")
+  proc = subprocess.Popen([python, "-c", resend, *flags],
                           cwd=training_runs.REPO, env=training_runs.env_with_devices(1),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics = os.path.join(workdir, "metrics.jsonl")

@@ -275,26 +275,31 @@ def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict
   progress = Progress(start_step, run.total_steps, run.config.global_batch_size)
   feed = input_bound.FeedCheck(run.config.global_batch_size // jax.process_count(),
                                jax.default_backend())
-  try:
-    with preemption.PreemptionGuard((signal.SIGTERM, signal.SIGINT)) as guard:
-      state, final_metrics, stopped = _train_loop(run, state, logger, progress,
-                                                  guard, feed)
-    if stopped:
-      return _stopped_early(run, state, guard, workdir)
-    training = {"wall_time_s": time.time() - start_time,
-                "train_images_per_sec": progress.images_per_sec,
-                "input_bound": feed.result and feed.result.to_json()}
-    if not final_metrics:  # The workdir held a finished run: report on it again.
-      final_metrics = {"raw": run.evaluate(state.variables),
-                       "ema": run.evaluate(state.ema_variables)}
-      training = _earlier_training_figures(workdir) or training
-  finally:
-    # A save still in flight must finish (or fail) before the process exits, also
-    # when training stops on an error.
+  # The guard stays up until every save has committed: a shutdown may send SIGTERM
+  # again (a VM's to every process, a launcher's stop after the slice's), and one that
+  # found the default handler back while the stop's save was in flight killed the
+  # process before the save committed (the fake cloud's preemption test, under load:
+  # the point restarted from step 0).
+  with preemption.PreemptionGuard((signal.SIGTERM, signal.SIGINT)) as guard:
     try:
-      run.checkpointer.close()
+      state, final_metrics, stopped = _train_loop(run, state, logger, progress, guard,
+                                                  feed)
+      if stopped:
+        return _stopped_early(run, state, guard, workdir)
+      training = {"wall_time_s": time.time() - start_time,
+                  "train_images_per_sec": progress.images_per_sec,
+                  "input_bound": feed.result and feed.result.to_json()}
+      if not final_metrics:  # The workdir held a finished run: report on it again.
+        final_metrics = {"raw": run.evaluate(state.variables),
+                         "ema": run.evaluate(state.ema_variables)}
+        training = _earlier_training_figures(workdir) or training
     finally:
-      logger.close()
+      # A save still in flight must finish (or fail) before the process exits, also
+      # when training stops on an error.
+      try:
+        run.checkpointer.close()
+      finally:
+        logger.close()
   results = results_lib.Results.of_run(
       run.config, final_metrics, run.total_steps,
       costs.count_costs(run.model, run.config.data.image_size),
