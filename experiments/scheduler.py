@@ -169,10 +169,9 @@ class Scheduler:
         self._settle(tpu_slice, job, failed=True)
         return False
       if not alive:
-        holder = run_lock.clear_lost_holder(job.workdir)
-        cleared = f" (its run lock, held by the lost {holder}, cleared)" if holder else ""
         self.say(f"{job.name}: slice {tpu_slice.name} was preempted or deleted while it "
-                 f"trained; re-queued: it resumes from its last checkpoint{cleared}")
+                 "trained; re-queued: it resumes from its last checkpoint"
+                 f"{self._clear_lost_lock(job)}")
         self._settle(tpu_slice, job, requeue=True)
         return True
       if (status in (0, CONNECTION_LOST)) and retries < MAX_RETRIES:
@@ -187,6 +186,19 @@ class Scheduler:
                f"{job.workdir}/train.<worker>.log")
       self._settle(tpu_slice, job, failed=True)
       return False
+
+  @staticmethod
+  def _clear_lost_lock(job) -> str:
+    """Clears the run lock the lost slice's trainer could not release; what to add to
+    the re-queue line."""
+    try:
+      holder = run_lock.clear_lost_holder(job.workdir)
+    except Exception as error:  # pylint: disable=broad-except
+      # gs:// raises its own error types; the lock then lapses on its own.
+      return (f" (its run lock could not be cleared: {error}; it lapses "
+              f"{run_lock.LEASE_S // 60} min after its last renewal, and a trainer "
+              "started before then is refused)")
+    return f" (its run lock, held by the lost {holder}, cleared)" if holder else ""
 
   def _watch(self, tpu_slice, process) -> tuple[int | None, bool]:
     """Waits for the point's process, polling the slice; (exit status, slice alive)."""

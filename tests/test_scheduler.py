@@ -179,6 +179,17 @@ def test_a_point_lost_with_its_slice_gets_its_run_lock_back(tmp_path, monkeypatc
       in out
 
 
+def test_a_lock_that_cannot_be_cleared_is_said_and_the_sweep_goes_on(monkeypatch):
+  def storage_error(workdir):
+    raise RuntimeError("403 Forbidden")  # gs:// errors are not OSErrors.
+
+  monkeypatch.setattr(run_lock, "clear_lost_holder", storage_error)
+  backend = _Backend(preempt={"p0"})
+  _, failed, out = _run([_Job("p0"), _Job("p1")], [_Slice("a")], backend)
+  assert failed == [] and backend.finished == {"p0", "p1"}
+  assert "(its run lock could not be cleared: 403 Forbidden; it lapses 10 min" in out
+
+
 def test_a_slice_not_created_here_is_not_requested_again():
   jobs = [_Job("p0"), _Job("p1")]
   backend = _Backend(recreates=False, preempt={"p0"}, seconds=0.1)
