@@ -225,18 +225,17 @@ class RunLock:
   def _acquire_remote(self) -> "RunLock":
     if self._path.exists():
       previous = self._path.read_text()
-      lease_end = _lease_end(previous)
+      holder, lease_end = _describe(previous), _lease_end(previous)
       if lease_end is None or lease_end > _now():
         lapses = (f"its lock lapses at {lease_end.isoformat(timespec='seconds')} "
                   f"({LEASE_S // 60} min after its last renewal) and a run started "
                   "then takes it over; or " if lease_end else "")
         raise RunLockedError(
-            f"{self._workdir} is in use by another run ({_describe(previous)}); if that "
-            f"process is gone, {lapses}delete {self._path} and run again.",
-            _describe(previous))
+            f"{self._workdir} is in use by another run ({holder}); if that process is "
+            f"gone, {lapses}delete {self._path} and run again.", holder)
       logging.warning("Took over %s from a writer that stopped renewing it (%s; its "
                       "lease lapsed at %s: it is no longer running).", self._path,
-                      _describe(previous), lease_end.isoformat(timespec="seconds"))
+                      holder, lease_end.isoformat(timespec="seconds"))
     self._path.parent.mkdir(parents=True, exist_ok=True)
     self._note = _holder_text(self._role)
     self._path.write_text(self._note)
