@@ -12,11 +12,19 @@ Installed with pip, the same program is `mobilenet-evaluate`.
 
 from __future__ import annotations
 
+from mobilenet_jax import runtime
+
+if __name__ == "__main__":
+  # Huge pages need a re-execution (runtime.py): done before JAX, Orbax and the data
+  # pipeline load here, so that the process that stays is the only one to import them.
+  runtime.reexec_with_hugepages("mobilenet_jax.evaluate")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 import jax
 
-from mobilenet_jax import cli, console, data, restore, runtime
+from mobilenet_jax import cli, console, data, restore
 from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.train import evaluation, sharding
 from mobilenet_jax.train.step import make_eval_step
@@ -50,9 +58,20 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
         split: str | None = None, data_dir: str | None = None,
         batch_size: int | None = None) -> dict:
   """Restores the run in `workdir` and evaluates it; the metrics plus "split"."""
+  _check_batch_size(batch_size)
+  restored = restore.load(workdir, step=step, ema=ema)
+  return _evaluate_restored(restored, workdir, split, data_dir, batch_size)
+
+
+def _check_batch_size(batch_size: int | None) -> None:
   if batch_size is not None and batch_size < 1:
     raise ConfigError(f"--batch_size={batch_size} must be a positive integer.")
-  model, variables, config = restore.load(workdir, step=step, ema=ema)
+
+
+def _evaluate_restored(restored, workdir: str, split: str | None, data_dir: str | None,
+                       batch_size: int | None) -> dict:
+  """`run` after `restore.load`: the dataset checked against the model, then evaluated."""
+  model, variables, config = restored
   if data_dir:
     config.data.data_dir = data_dir
   classes = data.get_dataset_info(config.data).num_classes
@@ -70,14 +89,18 @@ def run(workdir: str, step: int | None = None, ema: bool = False,
 
 def main(argv):
   """The command-line program."""
-  # Re-executes itself for huge pages: first, so that nothing is imported twice.
-  runtime.prepare_process("mobilenet_jax.evaluate")  # Huge pages, compilation cache.
-  console.configure()
+  # The compilation cache; huge pages here only for the console script (`-m`: above).
+  runtime.prepare_process("mobilenet_jax.evaluate")
+  console.configure(load_tensorflow=False)
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  m = run(FLAGS.workdir, FLAGS.step, FLAGS.ema, FLAGS.split, FLAGS.data_dir,
-          FLAGS.batch_size)
+  _check_batch_size(FLAGS.batch_size)
+  # A wrong workdir or step is said before TensorFlow loads (seconds, not ten).
+  restored = restore.load(FLAGS.workdir, step=FLAGS.step, ema=FLAGS.ema)
+  console.load_tensorflow_quietly()
+  m = _evaluate_restored(restored, FLAGS.workdir, FLAGS.split, FLAGS.data_dir,
+                         FLAGS.batch_size)
   weights = "EMA weights" if FLAGS.ema else "weights"
   print(f"{FLAGS.workdir} ({weights}) on {m['split']}: loss {m['loss']:.4f}  "
         f"top-1 {m['top1']:.4f}  top-5 {m['top5']:.4f}  ({m['num_examples']} examples)")

@@ -9,6 +9,14 @@ Installed with pip, the same program is `mobilenet-predict`.
 
 from __future__ import annotations
 
+from mobilenet_jax import runtime
+
+if __name__ == "__main__":
+  # Huge pages need a re-execution (runtime.py): done before JAX, Orbax and the data
+  # pipeline load here, so that the process that stays is the only one to import them.
+  runtime.reexec_with_hugepages("mobilenet_jax.predict")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import sys
 
 from absl import app
@@ -17,7 +25,7 @@ import jax
 import numpy as np
 
 import mobilenet_jax
-from mobilenet_jax import cli, console, data, restore, runtime
+from mobilenet_jax import cli, console, data, restore
 from mobilenet_jax.errors import DataError
 
 
@@ -65,17 +73,19 @@ def predict(model, variables, data_config, paths: list[str], top_k: int = 5
 
 def main(argv):
   """The command-line program."""
-  # Re-executes itself for huge pages: first, so that nothing is imported twice.
-  runtime.prepare_process("mobilenet_jax.predict")  # Huge pages, compilation cache.
-  console.configure()
+  # The compilation cache; huge pages here only for the console script (`-m`: above).
+  runtime.prepare_process("mobilenet_jax.predict")
+  console.configure(load_tensorflow=False)
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   paths = argv[1:]
   if not paths:
     raise app.UsageError("Give one or more image files.")
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k={FLAGS.top_k} must be a positive integer.")
+  # A wrong workdir or step is said before TensorFlow loads (seconds, not ten).
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
+  console.load_tensorflow_quietly()
   if FLAGS.data_dir:
     config.data.data_dir = FLAGS.data_dir
   results = predict(model, variables, config.data, paths, FLAGS.top_k)
