@@ -117,3 +117,12 @@ def test_the_checker_sees_violations(tmp_path):
   long = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
   assert long[0].end_lineno - long[0].lineno + 1 > MAX_FUNCTION_LINES
   assert os.path.exists(REPO / LAYOUT_MODULE)
+
+
+def test_the_long_files_started_first_exist():
+  # tests/conftest.py orders them by name; a renamed file would silently fall back to
+  # the end of the queue, where it sets the suite's wall time.
+  tree = ast.parse((REPO / "tests" / "conftest.py").read_text())
+  (names,) = [ast.literal_eval(node.value) for node in tree.body
+              if isinstance(node, ast.Assign) and node.targets[0].id == "_LONG_FILES"]
+  assert names and not [n for n in names if not (REPO / "tests" / n).is_file()], names
