@@ -3,6 +3,9 @@ nearly the same pixels) on TFDS and image folders; the C++ resize equals TF's.""
 
 import functools
 import io
+import os
+import shutil
+import subprocess
 
 import numpy as np
 from PIL import Image
@@ -115,6 +118,39 @@ def test_pipeline_trains_on_the_same_crops(both_forms, name, tolerance):
   # Per image (flips included): a crop elsewhere differs by ~0.2-0.5 on average.
   per_image = np.abs(fused["image"] - today["image"]).mean(axis=(1, 2, 3))
   assert per_image.max() < tolerance, per_image
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "c++") is None,
+                    reason="no C++ compiler: TensorFlow's resize is used")
+def test_the_resize_op_builds_where_a_compiler_exists():
+  # Else the equality test below is skipped and a broken build goes unseen (it did:
+  # TensorFlow's Eigen headers fail under -march=native on AVX512-FP16 CPUs).
+  assert resize.available()
+
+
+def test_a_failed_build_retries_with_the_next_flags_then_warns_in_one_line(
+    monkeypatch, tmp_path, caplog):
+  commands = []
+
+  def compiler(command, **kwargs):
+    commands.append(command)
+    raise subprocess.CalledProcessError(1, command, stderr="In file included from x.h\n"
+                                        "x.h:740:49: error: expected initializer\n"
+                                        "  740 | bad code\n")
+
+  monkeypatch.setattr(subprocess, "run", compiler)
+  monkeypatch.setattr(resize, "_library_path", lambda: str(tmp_path / "op.so"))
+  monkeypatch.delenv(resize.DISABLE_ENV, raising=False)
+  resize._op.cache_clear()  # pylint: disable=protected-access
+  try:
+    assert resize._op() is None  # pylint: disable=protected-access
+  finally:
+    resize._op.cache_clear()  # pylint: disable=protected-access
+  assert [c[c.index("-O3") + 1:c.index("-shared")] for c in commands] == [
+      list(flags) for flags in resize._CPU_FLAG_SETS]  # pylint: disable=protected-access
+  (warning,) = [r.getMessage() for r in caplog.records if "resize op" in r.getMessage()]
+  assert warning.endswith("x.h:740:49: error: expected initializer")
+  assert "\n" not in warning and not os.listdir(tmp_path)
 
 
 @pytest.mark.skipif(not resize.available(), reason="the C++ resize op did not build")

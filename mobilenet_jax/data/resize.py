@@ -41,19 +41,41 @@ def _library_path() -> str:
                       f"resize_op-{key.hexdigest()[:16]}.so")
 
 
+# Tried in order. TensorFlow's bundled Eigen has AVX512-FP16 code that GCC 12 cannot
+# compile (seen on a Sapphire Rapids VM, 2026-12-07); the op needs no float16 vectors.
+_CPU_FLAG_SETS = (["-march=native"], ["-march=native", "-mno-avx512fp16"])
+
+
 def _build(path: str) -> None:
-  """Compiles the op into `path` (atomically: parallel builders never clash)."""
+  """Compiles the op into `path` (atomically: parallel builders never clash); raises
+  the first attempt's CalledProcessError if every flag set fails."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
   os.close(fd)
-  command = [_compiler(), "-O3", "-march=native", "-shared", "-fPIC", "-w", _SOURCE,
-             "-o", tmp, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+  first_error = None
   try:
-    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
-    os.replace(tmp, path)
+    for cpu_flags in _CPU_FLAG_SETS:
+      command = [_compiler(), "-O3", *cpu_flags, "-shared", "-fPIC", "-w", _SOURCE,
+                 "-o", tmp, *tf.sysconfig.get_compile_flags(),
+                 *tf.sysconfig.get_link_flags()]
+      try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+      except subprocess.CalledProcessError as e:
+        first_error = first_error or e
+        continue
+      os.replace(tmp, path)
+      return
+    raise first_error
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def _first_error_line(compiler_output: str) -> str:
+  """The compiler's first `error:` line (the one that says why), else its last line."""
+  lines = [l.strip() for l in compiler_output.splitlines() if l.strip()]
+  errors = [l for l in lines if "error:" in l]
+  return (errors or lines or ["no output"])[0][:300]
 
 
 @functools.cache
@@ -71,9 +93,9 @@ def _op():
       _build(path)
     return tf.load_op_library(path).mobilenet_antialias_resize
   except (OSError, subprocess.SubprocessError, tf.errors.OpError, AttributeError) as e:
-    detail = getattr(e, "stderr", "") or e
+    detail = _first_error_line(getattr(e, "stderr", "") or str(e))
     logging.warning("Building the C++ resize op failed; using TensorFlow's slower "
-                    "resize: %s", str(detail)[-2000:])
+                    "resize: %s", detail)
     return None
 
 
