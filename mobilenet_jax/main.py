@@ -72,8 +72,9 @@ def main(argv):
     _initialize_distributed(jax)
   # Config errors in the first seconds, before TensorFlow and the trainer load; what
   # needs the devices, the dataset or the workdir is checked by the trainer.
-  from mobilenet_jax.train import validation  # pylint: disable=g-import-not-at-top
+  from mobilenet_jax.train import run_plan, validation  # pylint: disable=g-import-not-at-top
   validation.validate(FLAGS.config)
+  run_plan.check_paths(FLAGS.config, FLAGS.workdir)
   console.load_tensorflow_quietly()
   from mobilenet_jax.train import preemption, trainer  # pylint: disable=g-import-not-at-top
   results = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir, validated=True)

@@ -82,7 +82,12 @@ def main(argv):
     raise app.UsageError("Give one or more image files.")
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k={FLAGS.top_k} must be a positive integer.")
-  # A wrong workdir or step is said before TensorFlow loads (2 s, not 11, on 2 cores).
+  # A wrong file, workdir or step is said before TensorFlow loads (2 s, not 11, on 2
+  # cores), and a wrong file before the model is restored.
+  try:
+    data.check_image_paths(paths)
+  except FileNotFoundError as error:
+    raise DataError(str(error)) from None
   model, variables, config = restore.load(FLAGS.workdir, step=FLAGS.step,
                                           ema=FLAGS.ema)
   console.load_tensorflow_quietly()

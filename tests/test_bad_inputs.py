@@ -92,12 +92,11 @@ CASES = [
          ("different config", "model.width: 0.25 (checkpoint) vs 0.5 (now)"),
          only_line=False),
     Case("workdir_is_a_file", (_V1, "--workdir={file}"),
-         ("is a file, not a directory", "choose another --workdir"), only_line=False),
-    Case("workdir_empty", (_V1, "--workdir="), ("--workdir is empty",), only_line=False),
+         ("is a file, not a directory", "choose another --workdir")),
+    Case("workdir_empty", (_V1, "--workdir="), ("--workdir is empty",)),
     # /sys refuses new directories even to root (as a read-only mount would).
     Case("workdir_not_writable", (_V1, "--workdir=/sys/mobilenet_jax_run"),
-         ("--workdir=/sys/mobilenet_jax_run", "cannot write the run directory"),
-         only_line=False),
+         ("--workdir=/sys/mobilenet_jax_run", "cannot write the run directory")),
     Case("every_checkpoint_corrupt", (_V1, "--workdir={corrupt}"),
          ("No usable checkpoint", "could not be restored"), only_line=False),
     Case("evaluate_unknown_split", ("--workdir={workdir}", "--split=tset"),
@@ -114,9 +113,9 @@ CASES = [
          ("--workdir={workdir}", "--format=tflite", "--out={data}"),
          ("is a directory", "model.tflite"), tool="export", only_line=False),
     Case("predict_given_a_directory", ("--workdir={workdir}", "{data}"),
-         ("is a directory, not an image file",), tool="predict", only_line=False),
+         ("is a directory, not an image file",), tool="predict"),
     Case("predict_missing_image", ("--workdir={workdir}", "{data}/missing.png"),
-         ("missing.png",), tool="predict", only_line=False),
+         ("missing.png",), tool="predict"),
 ]
 
 

@@ -128,6 +128,7 @@ def test_after_training(tmp_path, shapes_tiny_dir):
   config.data.data_dir = shapes_tiny_dir
   config.num_train_steps = 2
   config.checkpoint_every_steps = 1
+  config.model.depth = "shallow"  # Every layer kind of the full one; compiles faster.
   workdir = str(tmp_path / "run")
   results = trainer.train_and_evaluate(config, workdir)
 

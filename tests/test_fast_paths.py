@@ -6,6 +6,7 @@ autodiff of two-pass BatchNorm; each alternative must match it in values and in
 gradients, at strides 1 and 2 and at odd and even sizes.
 """
 
+import functools
 import os
 import shutil
 
@@ -50,16 +51,24 @@ def _assert_close(actual, expected, dtype):
                                atol=atol * max(1.0, float(jnp.abs(e).max())), rtol=rtol)
 
 
+@functools.cache
+def _depthwise_case(impl, x_shape, k, strides, dtype):
+  """Values and gradients of `impl` on fixed random inputs (the XLA reference is
+  computed once per case and shared by every implementation compared with it)."""
+  x = jax.random.normal(jax.random.key(0), x_shape, jnp.float32).astype(dtype)
+  kernel = jax.random.normal(jax.random.key(1), (k, k, 1, x_shape[-1]),
+                             jnp.float32).astype(dtype)
+  return _values_and_grads(lambda a, b: depthwise.depthwise_conv(a, b, strides, impl),
+                           x, kernel)
+
+
 @pytest.mark.parametrize("impl", FAST_DEPTHWISE)
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("size", [(7, 8), (6, 9)])  # Odd and even, H and W.
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_depthwise_matches_grouped_conv(impl, strides, size, dtype):
-  x = jax.random.normal(jax.random.key(0), (2, *size, 5), jnp.float32).astype(dtype)
-  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5), jnp.float32).astype(dtype)
-  run = lambda name: _values_and_grads(
-      lambda a, b: depthwise.depthwise_conv(a, b, strides, name), x, kernel)
-  _assert_close(run(impl), run("xla"), dtype)
+  case = lambda name: _depthwise_case(name, (2, *size, 5), 3, strides, dtype)
+  _assert_close(case(impl), case("xla"), dtype)
 
 
 @pytest.mark.parametrize("impl", ["shift_vjp", "ffi"])
@@ -68,11 +77,8 @@ def test_depthwise_matches_grouped_conv(impl, strides, size, dtype):
 @pytest.mark.parametrize("k", [3, 5])
 def test_hand_written_backward_any_batch_and_kernel_size(impl, batch, strides, k):
   # shift_vjp splits the batch into scan chunks; both pad by k.
-  x = jax.random.normal(jax.random.key(0), (batch, 7, 6, 3), jnp.float32)
-  kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 3), jnp.float32)
-  run = lambda name: _values_and_grads(
-      lambda a, b: depthwise.depthwise_conv(a, b, strides, name), x, kernel)
-  _assert_close(run(impl), run("xla"), jnp.float32)
+  case = lambda name: _depthwise_case(name, (batch, 7, 6, 3), k, strides, jnp.float32)
+  _assert_close(case(impl), case("xla"), jnp.float32)
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX") or "c++") is None,

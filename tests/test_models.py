@@ -13,9 +13,11 @@ from mobilenet_jax.models.mobilenet_v1 import MobileNetV1
 from mobilenet_jax.models.mobilenet_v2 import MobileNetV2, make_divisible
 
 
+# The smallest and the paper's size; width 0.5 at 64 px runs in test_bfloat16_jit_forward,
+# width 1.4's layer shapes in test_v2_structure.
 @pytest.mark.parametrize("name,width,res", [
-    ("mobilenet_v1", 0.25, 32), ("mobilenet_v1", 0.5, 64), ("mobilenet_v1", 1.0, 224),
-    ("mobilenet_v2", 0.35, 32), ("mobilenet_v2", 1.4, 64), ("mobilenet_v2", 1.0, 224),
+    ("mobilenet_v1", 0.25, 32), ("mobilenet_v1", 1.0, 224),
+    ("mobilenet_v2", 0.35, 32), ("mobilenet_v2", 1.0, 224),
 ])
 def test_output_shapes_in_train_and_eval_mode(name, width, res):
   module = mobilenet_v1 if name == "mobilenet_v1" else mobilenet_v2

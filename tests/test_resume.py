@@ -31,7 +31,7 @@ def _overrides(data_dir, **extra):
                    "num_train_steps": 8, **extra})
 
 
-def test_sigterm_saves_and_restart_resumes(shapes_tiny_dir, tmp_path):
+def test_sigterm_saves_and_restart_resumes(shapes_tiny_dir, compile_cache, tmp_path):
   workdir = str(tmp_path / "run")
   overrides = _overrides(shapes_tiny_dir, num_train_steps=500, checkpoint_every_steps=1000)
   # A shutdown may signal twice (a VM's SIGTERM to every process, a launcher's stop):
@@ -44,8 +44,8 @@ def test_sigterm_saves_and_restart_resumes(shapes_tiny_dir, tmp_path):
             "(os.kill(os.getpid(), signal.SIGTERM), wait(self)); "
             "sys.argv[0] = 'main'; runpy.run_module('mobilenet_jax.main', "
             "run_name='__main__')")
-  proc = subprocess.Popen([python, "-c", resend, *flags],
-                          cwd=training_runs.REPO, env=training_runs.env_with_devices(1),
+  proc = subprocess.Popen([python, "-c", resend, *flags], cwd=training_runs.REPO,
+                          env=training_runs.env_with_devices(1, compile_cache),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   metrics = os.path.join(workdir, "metrics.jsonl")
   deadline = time.time() + 300
@@ -61,7 +61,8 @@ def test_sigterm_saves_and_restart_resumes(shapes_tiny_dir, tmp_path):
 
   # The restart picks up at the saved step, with no flag.
   resumed = training_runs.run_main(workdir, _overrides(
-      shapes_tiny_dir, num_train_steps=saved + 2, checkpoint_every_steps=1000))
+      shapes_tiny_dir, num_train_steps=saved + 2, checkpoint_every_steps=1000),
+                                   compile_cache=compile_cache)
   assert f"from step {saved}" in resumed.stderr
   steps = [r["step"] for r in training_runs.read_metrics(workdir)]
   assert steps == list(range(1, saved + 3))

@@ -112,20 +112,42 @@ def test_compiler_options_change_no_result(purpose):
                actual, expected)
 
 
-@pytest.mark.parametrize("tool", ["evaluate", "predict"])
+_V1_TINY = ("--config=configs/mobilenet_v1.py:runlocal", "--config.data.name=shapes10/tiny")
+
+
+@pytest.mark.parametrize("tool,args,expected", [
+    ("evaluate", ("--workdir={tmp}/missing",), "No checkpoint in"),
+    ("predict", ("--workdir={tmp}/missing", "{tmp}/x.png"), "No checkpoint in"),
+    ("predict", ("--workdir={tmp}/missing", "{tmp}/typo.png"), "Image file not found"),
+    ("main", (*_V1_TINY, "--workdir={tmp}/x.png"), "is a file, not a directory"),
+    ("main", (*_V1_TINY, "--workdir={tmp}/run", "--config.init_from.workdir={tmp}/none"),
+     "holds no checkpoint"),
+], ids=["evaluate", "predict", "predict_missing_image", "train_workdir_is_a_file",
+        "train_init_from_missing"])
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
-def test_a_wrong_workdir_costs_one_jax_import_and_no_tensorflow(tmp_path, tool):
+def test_a_wrong_path_costs_one_jax_import_and_no_tensorflow(tmp_path, tool, args,
+                                                            expected):
   # The huge-pages re-execution comes before JAX loads (-X importtime passes to the
   # re-executed process, so a JAX imported first would be listed twice), and
-  # TensorFlow waits until a run is restored.
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  # TensorFlow waits until the paths are checked and a run is restored: a typo costs
+  # ~2 s, not the ~10 s of loading TensorFlow first.
+  # TensorFlow loads with stderr silenced, which hides its -X importtime lines too: a
+  # sitecustomize records, at exit, whether it was loaded.
+  site, record = tmp_path / "site", tmp_path / "modules_at_exit"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text(
+      "import atexit, sys\n"
+      f"atexit.register(lambda: open({str(record)!r}, 'a').write("
+      "str('tensorflow' in sys.modules) + '\\n'))\n")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, str(site)]),
+             JAX_PLATFORMS="cpu")
   env.pop("GLIBC_TUNABLES", None)
-  args = [f"--workdir={tmp_path}/missing"] + (["x.png"] if tool == "predict" else [])
+  (tmp_path / "x.png").write_bytes(b"not read: the run is missing")
   proc = subprocess.run([sys.executable, "-X", "importtime", "-m", f"mobilenet_jax.{tool}",
-                         *args], env=env, cwd=REPO, capture_output=True, text=True,
-                        timeout=120)
-  assert proc.returncode == 2 and "No checkpoint in" in proc.stderr, proc.stderr[-2000:]
+                         *(a.format(tmp=tmp_path) for a in args)], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and expected in proc.stderr, proc.stderr[-2000:]
   imported = [line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
               if line.startswith("import time:")]
   assert imported.count("jax") == 1
-  assert "tensorflow" not in imported
+  assert record.read_text().split() == ["False"]  # One process, without TensorFlow.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from typing import Iterator
 
 import numpy as np
@@ -27,7 +28,8 @@ from mobilenet_jax.data.errors import SplitNotFoundError
 
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "MissingClassError",
-    "SplitNotFoundError", "eval_batches", "get_dataset_info", "load_image_file",
+    "SplitNotFoundError", "check_image_paths", "eval_batches", "get_dataset_info",
+    "load_image_file",
     "read_image_file", "resolve_split", "steps_per_epoch", "train_batches",
     "MISSING_CLASS_MODES", "ON_CORRUPT_MODES", "TRAIN_CROPS"]
 
@@ -113,6 +115,29 @@ def eval_batches(data_config, global_batch_size: int, split: str | None = None,
   """
   return _pipeline().eval_batches(data_config, global_batch_size, split,
                                   process_index, process_count)
+
+
+def image_path_problem(path: str, exists: bool, is_dir: bool) -> str | None:
+  """What is wrong with `path` as an image file to read, or None."""
+  if not exists:
+    return f"Image file not found: {path!r}"
+  if is_dir:
+    return (f"{path!r} is a directory, not an image file: name the image files, e.g. "
+            f"{path.rstrip('/')}/*.jpg")
+  return None
+
+
+def check_image_paths(paths: list[str]) -> None:
+  """FileNotFoundError for the first local path that is missing or a directory.
+
+  Cheap (no TensorFlow): tools call it before restoring a model, so a mistyped file
+  name is said in a second. Remote paths (gs://...) are checked when they are read.
+  """
+  for path in paths:
+    if "://" not in path:
+      problem = image_path_problem(path, os.path.exists(path), os.path.isdir(path))
+      if problem:
+        raise FileNotFoundError(problem)
 
 
 def read_image_file(path: str) -> np.ndarray:

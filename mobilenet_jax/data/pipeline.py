@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mobilenet_jax import data
 from mobilenet_jax.data import decode
 from mobilenet_jax.data import preprocessing
 from mobilenet_jax.data import sources
@@ -238,14 +239,13 @@ def eval_batches(data_config, global_batch_size: int, split: str | None = None,
 
 def read_image_file(path: str) -> np.ndarray:
   """One image file decoded to RGB uint8 [H, W, 3]."""
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"Image file not found: {path!r}")
-  if tf.io.gfile.isdir(path):
-    raise FileNotFoundError(f"{path!r} is a directory, not an image file: name the "
-                            f"image files, e.g. {path.rstrip('/')}/*.jpg")
+  exists = tf.io.gfile.exists(path)
+  problem = data.image_path_problem(path, exists, exists and tf.io.gfile.isdir(path))
+  if problem:
+    raise FileNotFoundError(problem)
   with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
-  return decode.decode_with_pil(data, path)
+    encoded = f.read()
+  return decode.decode_with_pil(encoded, path)
 
 
 def load_image_file(path: str, data_config) -> np.ndarray:

@@ -116,6 +116,30 @@ def _workdir_error(workdir, error: OSError) -> ConfigError:
                      "choose a writable directory.")
 
 
+def ensure_writable_workdir(workdir) -> None:
+  """Makes a local WORKDIR (and its parents), or raises the ConfigError saying why it
+  cannot be a run directory: empty, a file, or not writable.
+
+  The trainer's first step, before TensorFlow and the devices load, so that a wrong
+  --workdir is said in a second; the lock repeats the write check when it opens its
+  file. Object storage needs no directory: only the name is checked there.
+  """
+  if not str(workdir or "").strip():
+    raise ConfigError("--workdir is empty: name the run directory, e.g. "
+                      "--workdir=runs/my_run.")
+  if _on_object_storage(workdir):
+    return
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file, not a directory: choose another "
+                      "--workdir.")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as error:
+    raise _workdir_error(workdir, error) from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise _workdir_error(workdir, PermissionError(errno.EACCES, "Permission denied"))
+
+
 def live_holder(workdir) -> str | None:
   """Who holds WORKDIR's lock, if a live process on this host does; else None.
 

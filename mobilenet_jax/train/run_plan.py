@@ -1,11 +1,13 @@
 """Phase 2 of two: the config against this run's environment, and the run's length.
 
-`check_environment(config, workdir)` runs once the devices are up and TensorFlow is
-loaded, before any model is built or program compiled. It checks what the static
-`validation.validate` cannot see, each thing once: the run directory is usable, the
-batch sizes split over the devices (and so over the processes), the model's classes
-match the dataset's, one batch fits in the train split, `init_from` names a run with a
-checkpoint, and a checkpoint already in the workdir can be resumed with this config.
+It checks what the static `validation.validate` cannot see, each thing once.
+`check_paths(config, workdir)` runs right after validation, before TensorFlow and the
+devices load: the run directory is usable and `init_from` names a run with a
+checkpoint. `check_environment(config, workdir)` runs once the devices are up and
+TensorFlow is loaded, before any model is built or program compiled: the batch sizes
+split over the devices (and so over the processes), the model's classes match the
+dataset's, one batch fits in the train split, and a checkpoint already in the workdir
+can be resumed with this config.
 It raises ConfigError (CheckpointError for a workdir holding another config's run)
 and returns the `RunPlan`: steps per epoch are computed here and nowhere else.
 """
@@ -14,13 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import jax
 
 from mobilenet_jax import data
 from mobilenet_jax.errors import ConfigError
-from mobilenet_jax.rundir import identity, layout, readers
+from mobilenet_jax.rundir import identity, layout, lock, readers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +53,6 @@ def plan(config, num_train_examples: int) -> RunPlan:
   return RunPlan(num_train_examples, steps_per_epoch, total)
 
 
-def _check_workdir(workdir) -> None:
-  if not str(workdir or "").strip():
-    raise ConfigError("--workdir is empty: name the run directory, e.g. "
-                      "--workdir=runs/my_run.")
-  if "://" not in str(workdir) and os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise ConfigError(f"--workdir={workdir} is a file, not a directory: choose another "
-                      "--workdir.")
-
-
 def _check_devices(config) -> None:
   devices = jax.device_count()
   for name in ("global_batch_size", "eval_batch_size"):
@@ -87,9 +79,17 @@ def _check_init_from(config) -> None:
                       f"for the latest, or one of {steps}.")
 
 
+def check_paths(config, workdir) -> None:
+  """The checks that need neither TensorFlow nor the devices: `workdir` can be a run
+  directory (made here if missing) and `init_from` names a run with a checkpoint.
+  The trainer's entry point runs them first, so that a wrong path costs a second."""
+  lock.ensure_writable_workdir(workdir)
+  _check_init_from(config)
+
+
 def check_environment(config, workdir) -> RunPlan:
-  """Checks `config` against the devices, the dataset and `workdir` (module doc)."""
-  _check_workdir(workdir)
+  """Checks `config` against the devices, the dataset and `workdir`'s checkpoints
+  (module doc), after `check_paths`."""
   _check_devices(config)
   info = data.get_dataset_info(config.data)
   if config.model.num_classes != info.num_classes:
@@ -98,6 +98,5 @@ def check_environment(config, workdir) -> RunPlan:
         f"has {info.num_classes} classes; set --config.model.num_classes="
         f"{info.num_classes}.")
   run_plan = plan(config, info.num_train_examples)
-  _check_init_from(config)
   readers.check_resumable(workdir, identity.check_compatible(config))
   return run_plan

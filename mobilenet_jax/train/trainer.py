@@ -230,8 +230,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        validated: bool = False) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if any.
 
-  Checks the config first (`validation.validate`, skipped when the caller already
-  did: `validated=True`; then `run_plan.check_environment`) and holds the run lock
+  Checks the config first (`validation.validate` and `run_plan.check_paths`, skipped
+  when the caller already did both: `validated=True`; then
+  `run_plan.check_environment`) and holds the run lock
   while it trains. Returns the final results (also written to WORKDIR/results.json by
   process 0), or {"preempted_at_step": N, "signal": ...} when SIGTERM or Ctrl-C
   stopped the run after saving step N.
@@ -239,6 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   start_time = time.time()
   if not validated:
     validation.validate(config)
+    run_plan.check_paths(config, workdir)
   plan = run_plan.check_environment(config, workdir)
   logging.info("JAX %s: %d process(es), %d device(s): %s", jax.__version__,
                jax.process_count(), jax.device_count(), jax.devices()[:4])
