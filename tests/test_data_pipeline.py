@@ -128,3 +128,25 @@ def test_batch_must_split_over_processes(shapes_tiny_dir):
   with pytest.raises(ValueError, match="multiple of the process count"):
     data.train_batches(_config(shapes_tiny_dir), 10, seed=0, process_index=0,
                        process_count=3)
+
+
+def test_tensorflow_loads_without_keras_and_keras_still_works():
+  # Keras is ~2 s of TensorFlow's import (mobilenet_jax/data/_tf.py); it must still
+  # load on first use, by every route, with TensorFlow's own module path.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tests import training_runs  # pylint: disable=g-import-not-at-top
+  script = (
+      "import sys\n"
+      "from mobilenet_jax.data._tf import tf\n"
+      "import tensorflow_datasets\n"
+      "print('keras' in sys.modules, tf.__path__[:2] == [p for p in tf.__path__[:2] "
+      "if '/keras/' in p])\n"
+      "from tensorflow.keras import layers\n"
+      "import keras\n"
+      "print(tf.keras.layers.Dense is layers.Dense is keras.layers.Dense)\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=training_runs.REPO,
+                        env=training_runs.env_with_devices(1), capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == ["False", "True", "True"], proc.stdout
