@@ -1,5 +1,9 @@
-"""End to end: training learns, and gives the same run on 1 device, 8 devices and
-2 processes x 4 devices."""
+"""End to end: training learns, and gives the same run on 1 device, 4 devices and
+2 processes x 2 devices.
+
+Four devices, not eight: the same sharding, batch split and cross-process reduction at
+16 images a device, and ~15 s less compilation per run on 2 cores (measured: 41.5 s
+against 26.8 s for a cold tiny run; equal once cached)."""
 
 import json
 import os
@@ -12,15 +16,15 @@ from tests import training_runs
 
 @pytest.fixture(scope="module")
 def runs(shapes_tiny_dir, tmp_path_factory):
-  """The same tiny run on 1 device, on 8 simulated devices, and on 2 processes."""
+  """The same tiny run on 1 device, on 4 simulated devices, and on 2 processes."""
   root = tmp_path_factory.mktemp("runs")
   overrides = training_runs.tiny_overrides(shapes_tiny_dir)
-  workdirs = {name: str(root / name) for name in ("one", "eight", "two_processes")}
+  workdirs = {name: str(root / name) for name in ("one", "four", "two_processes")}
   proc = training_runs.run_main(workdirs["one"], overrides, devices=1)
   with open(os.path.join(workdirs["one"], "console.txt"), "w") as f:
     f.write(proc.stdout)
-  training_runs.run_main(workdirs["eight"], overrides, devices=8)
-  training_runs.run_two_processes(workdirs["two_processes"], overrides, devices_each=4)
+  training_runs.run_main(workdirs["four"], overrides, devices=4)
+  training_runs.run_two_processes(workdirs["two_processes"], overrides, devices_each=2)
   return workdirs
 
 
@@ -58,14 +62,14 @@ def test_training_on_one_device_learns(runs):
   assert results["input_bound"]["steps_timed"] == 2
 
 
-def test_eight_devices_match_one(runs):
-  _assert_same_run(runs["one"], runs["eight"])
-  with open(os.path.join(runs["eight"], "results.json")) as f:
-    assert json.load(f)["device_count"] == 8
+def test_four_devices_match_one(runs):
+  _assert_same_run(runs["one"], runs["four"])
+  with open(os.path.join(runs["four"], "results.json")) as f:
+    assert json.load(f)["device_count"] == 4
 
 
-def test_two_processes_match_one_process_with_eight_devices(runs):
-  _assert_same_run(runs["eight"], runs["two_processes"])
+def test_two_processes_match_one_process_with_four_devices(runs):
+  _assert_same_run(runs["four"], runs["two_processes"])
   with open(os.path.join(runs["two_processes"], "results.json")) as f:
     results = json.load(f)
-  assert results["process_count"] == 2 and results["device_count"] == 8
+  assert results["process_count"] == 2 and results["device_count"] == 4
