@@ -77,7 +77,7 @@ def configure(quiet: bool | None = None, load_tensorflow: bool = True) -> None:
 
 def load_tensorflow_quietly() -> None:
   """Imports TensorFlow and TFDS with their start-up lines hidden."""
-  with _stderr_silenced():
+  with stderr_silenced():
     # TensorFlow's C++ start-up lines ("oneDNN custom operations are on", "This
     # TensorFlow binary is optimized ...") go straight to file descriptor 2 while
     # it loads, whatever TF_CPP_MIN_LOG_LEVEL says. _tf first hides the
@@ -144,7 +144,7 @@ def _stderr_pointed_at(fd: int):
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
+def stderr_silenced():
   """Points file descriptor 2 at /dev/null for the block."""
   devnull = os.open(os.devnull, os.O_WRONLY)
   try:

@@ -80,7 +80,7 @@ CASES = [
     Case("no_checkpoints_kept", (_V1, "--config.keep_checkpoints=0"),
          ("keep_checkpoints=0", "an integer >= 1")),
     Case("init_from_missing_workdir", (_V1, "--config.init_from.workdir=/no/such/run"),
-         ("init_from.workdir='/no/such/run'", "holds no checkpoint")),
+         ("--config.init_from.workdir=/no/such/run does not exist",)),
     Case("classes_mode", (_V1, "--config.data.classes_without_train_images=ignore"),
          ("data.classes_without_train_images='ignore'", "'warn', 'error'")),
     # Data and checkpoints (these import TensorFlow or restore a checkpoint).

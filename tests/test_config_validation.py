@@ -80,8 +80,12 @@ def test_async_settings_must_split_the_batch():
 
 def test_init_from_must_hold_a_checkpoint(tmp_path):
   from mobilenet_jax.train import run_plan  # pylint: disable=g-import-not-at-top
-  config = h.config(**{"init_from.workdir": str(tmp_path)})
+  config = h.config(**{"init_from.workdir": str(tmp_path / "typo")})
   config_validation.validate(config)  # Static: the directory is not read.
+  with pytest.raises(ConfigError, match=r"--config.init_from.workdir=\S+typo does not "
+                     "exist: name the workdir of a finished run"):
+    run_plan._check_init_from(config)  # pylint: disable=protected-access
+  config.init_from.workdir = str(tmp_path)
   with pytest.raises(ConfigError, match="holds no checkpoint"):
     run_plan._check_init_from(config)  # pylint: disable=protected-access
   (tmp_path / "checkpoints" / "10").mkdir(parents=True)

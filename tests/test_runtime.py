@@ -121,7 +121,7 @@ _V1_TINY = ("--config=configs/mobilenet_v1.py:runlocal", "--config.data.name=sha
     ("predict", ("--workdir={tmp}/missing", "{tmp}/typo.png"), "Image file not found"),
     ("main", (*_V1_TINY, "--workdir={tmp}/x.png"), "is a file, not a directory"),
     ("main", (*_V1_TINY, "--workdir={tmp}/run", "--config.init_from.workdir={tmp}/none"),
-     "holds no checkpoint"),
+     "does not exist"),
 ], ids=["evaluate", "predict", "predict_missing_image", "train_workdir_is_a_file",
         "train_init_from_missing"])
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
@@ -151,3 +151,4 @@ def test_a_wrong_path_costs_one_jax_import_and_no_tensorflow(tmp_path, tool, arg
               if line.startswith("import time:")]
   assert imported.count("jax") == 1
   assert record.read_text().split() == ["False"]  # One process, without TensorFlow.
+  assert not (tmp_path / "run").exists()  # A refused start makes no run directory.

@@ -13,6 +13,8 @@ tf.Modules. Keras stays importable: `tf.keras`, `from tensorflow.keras import ..
 import os
 import sys
 
+from mobilenet_jax import console
+
 # What TensorFlow puts first on its __path__ for `tensorflow.keras`, in that order
 # (tensorflow/__init__.py prepends the second, then the first).
 _KERAS_API_MODULES = ("keras.api._v2.keras", "keras._tf_keras.keras")
@@ -37,7 +39,10 @@ def _import_without_keras():
   return tensorflow
 
 
-tf = _import_without_keras()
+# Quietly, whoever imports it first (a tool, or `mobilenet_jax.preprocess` in a user's
+# script): TensorFlow's C++ start-up lines go straight to file descriptor 2.
+with console.stderr_silenced():
+  tf = _import_without_keras()
 
 for _kind in ("GPU", "TPU"):
   try:

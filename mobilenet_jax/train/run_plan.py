@@ -70,21 +70,22 @@ def _check_init_from(config) -> None:
     return
   steps = layout.step_dirs(source)
   if not steps:
-    raise ConfigError(f"init_from.workdir={source!r} holds no checkpoint (no "
-                      f"{layout.checkpoint_dir(source)}/<step>/): name the workdir of "
-                      "a finished run.")
+    found = ("does not exist" if not layout.path(source).exists() else
+             f"holds no checkpoint (no {layout.checkpoint_dir(source)}/<step>/)")
+    raise ConfigError(f"--config.init_from.workdir={source} {found}: name the workdir "
+                      "of a finished run.")
   step = config.init_from.get("step", -1)
   if step >= 0 and step not in steps:
-    raise ConfigError(f"init_from.step={step} has no checkpoint in {source!r}: use -1 "
-                      f"for the latest, or one of {steps}.")
+    raise ConfigError(f"--config.init_from.step={step} has no checkpoint in {source}: "
+                      f"use -1 for the latest, or one of {steps}.")
 
 
 def check_paths(config, workdir) -> None:
   """The checks that need neither TensorFlow nor the devices: `workdir` can be a run
   directory (made here if missing) and `init_from` names a run with a checkpoint.
   The trainer's entry point runs them first, so that a wrong path costs a second."""
+  _check_init_from(config)  # First: a refused start leaves no empty run directory.
   lock.ensure_writable_workdir(workdir)
-  _check_init_from(config)
 
 
 def check_environment(config, workdir) -> RunPlan:
