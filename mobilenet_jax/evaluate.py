@@ -81,7 +81,9 @@ def _evaluate_restored(restored, workdir: str, split: str | None, data_dir: str 
         f"the dataset {config.data.name!r} in {where} has {classes} classes, the model "
         f"of {workdir} {config.model.num_classes}: evaluate it on the dataset it was "
         "trained on (check --data_dir).")
-  split = split or config.data.eval_split
+  # The split read, named as the dataset names it ("test" is read from val/ where a
+  # folder has no test/), so the printed line says which images were counted.
+  split = data.resolve_split(config.data, split or config.data.eval_split)
   metrics = evaluate(model, variables, config.data,
                      batch_size or config.eval_batch_size, split)
   return dict(metrics, split=split)

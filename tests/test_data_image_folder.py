@@ -56,6 +56,15 @@ def test_folder_flows_through_the_pipeline(folder):
         assert channel == (2 if label == 0 else 0)
 
 
+def test_eval_split_test_falls_back_to_val(folder):
+  # configs/default.py evaluates on "test"; a folder of train/ and val/ has none.
+  config = _config(folder, eval_split="test")
+  assert data.resolve_split(config, "test") == "val"
+  assert data.get_dataset_info(config).num_eval_examples == 6
+  with pytest.raises(data.SplitNotFoundError, match="no split 'dev'.*train, val"):
+    data.resolve_split(config, "dev")
+
+
 def test_cmyk_jpeg_decodes_to_rgb(folder):
   image = data.load_image_file(str(folder / "train" / "red" / "2_L.png"), _config(folder))
   assert image.shape == (24, 24, 3) and image.dtype == np.float32

@@ -5,11 +5,13 @@ int8 TFLite export agrees with the float model on the held-out images."""
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
 import mobilenet_jax
 from configs import default
+from mobilenet_jax import evaluate
 from mobilenet_jax.train import trainer
 from tests import ckpt_helpers as h
 from tests import digits_folder
@@ -67,6 +69,13 @@ def test_short_run_evaluates_like_it_trains(pretrained):
   assert results["input_bound"]["bound"] in ("input", "step")
 
 
+def test_evaluate_names_the_split_it_read(pretrained):
+  workdir, results = pretrained
+  metrics = evaluate.run(workdir, split="test")  # The folder has train/ and val/.
+  assert metrics["split"] == "val" and metrics["num_examples"] == 359
+  assert metrics["top1"] == pytest.approx(results["final"]["raw"]["top1"], abs=1e-6)
+
+
 def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_path):
   source, _ = pretrained
   cfg = _config(digits["five"], 60, **{
@@ -85,6 +94,8 @@ def test_finetune_frozen_backbone_to_five_new_classes(pretrained, digits, tmp_pa
   for name in backbone:
     h.assert_trees_equal(after["params"][name], before["params"][name])
   h.assert_trees_equal(after["batch_stats"], before["batch_stats"])
+  classifier = sum(a.size for a in jax.tree.leaves(after["params"]["classifier"]))
+  assert results["trainable_params"] == classifier < results["params"] / 10
 
 
 def test_int8_tflite_agrees_on_the_held_out_split(pretrained, tmp_path):

@@ -29,9 +29,9 @@ from mobilenet_jax.data.errors import SplitNotFoundError
 __all__ = [
     "CorruptImageError", "DatasetInfo", "DatasetNotFoundError", "MissingClassError",
     "SplitNotFoundError", "check_image_paths", "eval_batches", "get_dataset_info",
-    "load_image_file",
-    "read_image_file", "resolve_split", "steps_per_epoch", "train_batches",
-    "MISSING_CLASS_MODES", "ON_CORRUPT_MODES", "TRAIN_CROPS"]
+    "image_path_problem", "load_image_file", "read_image_file", "resolve_split",
+    "steps_per_epoch", "train_batches", "MISSING_CLASS_MODES", "ON_CORRUPT_MODES",
+    "TRAIN_CROPS"]
 
 # data.on_corrupt_image: stop on an unreadable image file, or drop it with a warning.
 ON_CORRUPT_MODES = ("error", "skip")

@@ -35,8 +35,11 @@ IMAGE_FOLDER = "image_folder"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".pjpeg", ".pjp", ".png", ".bmp",
                     ".gif", ".webp", ".tif", ".tiff")
 # When a split named like the key is absent, the first present alternative is used,
-# so the default eval split "validation" works for datasets with "val" or "test".
-_SPLIT_ALIASES = {"validation": ("val", "test"), "val": ("validation", "test")}
+# so a config's eval split works on datasets that name their held-out split otherwise
+# (an image folder with train/ and val/ only). The split used is the one results.json
+# and the final line report, so a "test" read from val/ is never reported as test.
+_SPLIT_ALIASES = {"validation": ("val", "test"), "val": ("validation", "test"),
+                  "test": ("validation", "val")}
 _SPLIT_PART_RE = re.compile(r"^\s*([\w.-]+)(.*)$", re.S)
 
 

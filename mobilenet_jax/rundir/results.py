@@ -44,7 +44,7 @@ class Results:
   steps: int
   params: int  # Conv + classifier weights: the papers' count.
   mult_adds: int
-  trainable_params: int
+  trainable_params: int  # What the optimizer updated: the classifier's alone if frozen.
   wall_time_s: float
   train_images_per_sec: float
   device_count: int

@@ -114,6 +114,13 @@ def trainable_mask(config, params: PyTree) -> PyTree:
       lambda path, _: is_classifier(path) or not frozen, params)
 
 
+def trainable_param_count(config, params: PyTree) -> int:
+  """How many parameters the optimizer updates (see `trainable_mask`)."""
+  mask = trainable_mask(config, params)
+  return sum(int(p.size) for p, trainable in zip(jax.tree.leaves(params),
+                                                 jax.tree.leaves(mask)) if trainable)
+
+
 def freeze(optimizer: optax.GradientTransformation,
            mask: PyTree) -> optax.GradientTransformation:
   """`optimizer` on the parameters where `mask` is True, zero updates elsewhere.
