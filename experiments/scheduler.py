@@ -181,6 +181,16 @@ class Scheduler:
         self.say(f"{job.name}: {why} on {tpu_slice.name}; resuming it there "
                  f"(retry {retries} of {MAX_RETRIES})")
         continue
+      if status == run_lock.RunLockedError.exit_status:
+        # Another trainer holds the point (a second launcher's, or a lost slice's whose
+        # lock could not be cleared): not a failure of the point, and not retried here.
+        # Worded as the local launcher words it (local_runs.py).
+        self.say(f"{job.name}: busy: another run has it "
+                 f"({self._backend.output_tail(process)}); left to it. A later launch "
+                 "trains it if that run stops, or once its lock lapses "
+                 f"({run_lock.LEASE_S // 60} min after its last renewal)")
+        self._settle(tpu_slice, job, failed=True)
+        return False
       self.say(f"{job.name}: FAILED on {tpu_slice.name} (exit status {status}): "
                f"{self._backend.output_tail(process)}; its log: "
                f"{job.workdir}/train.<worker>.log")

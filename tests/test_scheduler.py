@@ -48,12 +48,14 @@ class _Process:
 
 class _Backend:
   """Points take `seconds`; `preempt` names points whose first run loses its slice;
-  `fail` points exit 1; `hang` points run until stopped."""
+  `fail` points exit 1; `locked` points find their run lock held; `hang` points run
+  until stopped."""
 
   def __init__(self, *, recreates=True, seconds=0.05, preempt=(), fail=(), hang=(),
-               running=None):
+               running=None, locked=()):
     self.recreates, self.chips = recreates, 8
     self._seconds, self._preempt, self._fail, self._hang = seconds, set(preempt), fail, hang
+    self._locked = locked
     self._running = running or {}
     self.finished, self.lost = set(), set()
     self.events, self.lock = [], threading.Lock()
@@ -96,6 +98,8 @@ class _Backend:
         process.end(scheduler.CONNECTION_LOST)
       elif job.name in self._fail:
         process.end(1)
+      elif job.name in self._locked:  # The trainer found its run lock held.
+        process.end(run_lock.RunLockedError.exit_status)
       else:
         self.finished.add(job.name)
         process.end(0)
@@ -207,6 +211,15 @@ def test_a_failed_point_does_not_stop_the_sweep():
   _, failed, out = _run(jobs, [_Slice("a")], backend)
   assert failed == ["p1"] and backend.finished == {"p0", "p2", "p3"}
   assert "p1: FAILED on a (exit status 1): exit 1" in out
+
+
+def test_a_point_whose_run_lock_is_held_is_left_for_later_not_failed():
+  backend = _Backend(locked={"p0"})
+  _, unfinished, out = _run([_Job("p0"), _Job("p1")], [_Slice("a")], backend)
+  assert unfinished == ["p0"] and backend.finished == {"p1"}
+  assert "FAILED" not in out
+  assert ("p0: busy: another run has it (exit 75); left to it. A later launch trains "
+          "it if that run stops, or once its lock lapses (10 min") in out
 
 
 def test_stop_saves_the_running_points_and_lets_every_slice_go():
