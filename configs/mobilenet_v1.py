@@ -16,7 +16,8 @@ import ml_collections
 
 from mobilenet_jax import config_recipes
 
-# The arguments and their defaults (configs/default.py takes the same ones).
+# The arguments and their defaults (configs/default.py takes them too, less dataset
+# and num_classes).
 ARGS = dict(width=1.0, res=224, depth="full", block="separable", num_classes=1000,
             activation="relu6", dataset="imagenet2012", batch=1024, dtype="float32",
             runlocal=False)
