@@ -59,12 +59,15 @@ class Results:
   @classmethod
   def of_run(cls, config: ml_collections.ConfigDict, final: Mapping[str, Mapping],
              steps: int, costs, wall_time_s: float, train_images_per_sec: float,
-             eval_split: str = "", input_bound: dict | None = None) -> "Results":
-    """The results of the run of `config` that just finished in this process."""
+             trainable_params: int, eval_split: str = "",
+             input_bound: dict | None = None) -> "Results":
+    """The results of the run of `config` that just finished in this process;
+    `trainable_params` is what its optimizer updated (less than `costs` counts when
+    the backbone was frozen)."""
     return cls(config=identity.config_dict(config),
                final={k: EvalMetrics(**dict(v)) for k, v in final.items()},
                steps=int(steps), params=costs.params, mult_adds=costs.mult_adds,
-               trainable_params=costs.trainable_params, wall_time_s=wall_time_s,
+               trainable_params=trainable_params, wall_time_s=wall_time_s,
                train_images_per_sec=train_images_per_sec,
                device_count=jax.device_count(), process_count=jax.process_count(),
                platform=jax.default_backend(), eval_split=eval_split,

@@ -302,12 +302,10 @@ def _train_and_report(run: _Run, state, workdir: str, start_time: float) -> dict
         run.checkpointer.close()
       finally:
         logger.close()
-  run_costs = costs.count_costs(run.model, run.config.data.image_size)
-  # A frozen backbone's parameters are the model's but not trained by this run.
-  run_costs = dataclasses.replace(
-      run_costs, trainable_params=transfer.trainable_param_count(run.config, state.params))
   results = results_lib.Results.of_run(
-      run.config, final_metrics, run.total_steps, run_costs,
+      run.config, final_metrics, run.total_steps,
+      costs.count_costs(run.model, run.config.data.image_size),
+      trainable_params=transfer.trainable_param_count(run.config, state.params),
       eval_split=data.resolve_split(run.config.data, run.config.data.eval_split),
       **training)
   if jax.process_index() == 0:
