@@ -270,7 +270,8 @@ def _evaluation_set(config, limit: int, seed: int = 0):
     batches = list(eval_images(config, None, limit))
     images = np.concatenate([x for x, _ in batches])
     labels = np.concatenate([y for _, y in batches])
-    return images, labels, f"{config.data.name} {config.data.eval_split}, {len(labels)} images"
+    split = data.resolve_split(config.data, config.data.eval_split)  # The one read.
+    return images, labels, f"{config.data.name} {split}, {len(labels)} images"
   except (DataError, UserError) as error:
     size = config.data.image_size
     rng = np.random.default_rng(seed)

@@ -123,6 +123,14 @@ def test_deployment_report(run):
   assert table.count("\n| ") == 3  # Three rows under the header.
 
 
+def test_report_names_the_split_it_read(shapes_tiny_dir):
+  """shapes10/tiny has no "validation": the report reads "test" and says so."""
+  cfg = h.config(**{"data.name": "shapes10/tiny", "data.data_dir": shapes_tiny_dir,
+                    "data.eval_split": "validation"})
+  _, labels, described = export._evaluation_set(cfg, 10)  # pylint: disable=protected-access
+  assert described == f"shapes10/tiny test, {len(labels)} images"
+
+
 def test_bad_requests_end_in_one_message(run, tmp_path):
   """No checkpoint, int8 SavedModel: a UserError; the CLI prints one line, exit 2."""
   with pytest.raises(CheckpointError, match="No checkpoint"):
