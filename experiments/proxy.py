@@ -16,12 +16,16 @@ Resolutions. The proxy's resolution of a point is the paper's times
   Tables 4, 5, 6 (224 only)                 -> 32
 
 Why: a common factor keeps every ratio between the sweep's resolutions (the paper's
-rho, so Mult-Adds still scale as rho^2), keeps the points distinct and in order, and
+rho), keeps the points distinct and in order, and
 puts the smallest at 32 px, the least the models accept (five stride-2 stages). A
 sweep that does not vary resolution runs at 32 px, the cheapest size: Fashion-MNIST's
 28 px images hold no more detail at 56 px, and a full-convolution V1 (Table 4) has
-8.6x the separable one's Mult-Adds. So one paper point may train at two sizes in two sweeps (1.0
-MobileNet-224: 32 px in Table 6, 56 px in Table 7); each sweep compares within itself.
+8.6x the separable one's Mult-Adds. Mult-Adds do not fall exactly as rho^2 on the proxy:
+48 and 40 px are not multiples of the net's stride 32, so their last maps round up (2x2,
+as at 56 px): V1 1.0 costs 42.5 / 28.9 / 26.0 / 11.6 M at 56 / 48 / 40 / 32 px, against
+the 42.5 / 31.2 / 21.7 / 13.9 M of rho^2 (Figures 4/5 use each point's own count).
+So one paper point may train at two sizes in two sweeps (1.0 MobileNet-224: 32 px in
+Table 6, 56 px in Table 7); each sweep compares within itself.
 
 Epochs (`EPOCHS`): one budget per sweep, the same for all its points (the points are
 ranked after equal training, not after convergence), sized so that three seeds
@@ -30,7 +34,7 @@ CPU. Measured 2026-12-06 on that CPU at load 5-9 (other runs beside the study):
 table6 (1.5 epochs) 22 min, table7 (0.75) 35 min, table4 (1; full convolutions as
 products over patches, models/kernels/spatial_conv.py) 24 min, table5 (3) 19 min;
 estimated by the launcher at load ~6: grid (0.5) ~1.9 h, v2grid (0.25) ~3.7 h
-(90 points: mostly start-up and compilation). Such short budgets rank how fast the
+(30 points x 3 seeds: mostly start-up and compilation). Such short budgets rank how fast the
 points learn as much as where they end: at 1.5 epochs the four widths of Table 6 are
 within 2.3 points of each other and their order is not significant (README).
 `-- --config.num_epochs=N` changes the budget.
