@@ -185,6 +185,9 @@ def _init_from_config() -> ml_collections.ConfigDict:
   init_from = ml_collections.ConfigDict()
   init_from.workdir = ml_collections.FieldReference(None, field_type=str)
   init_from.step = -1  # -1 = latest.
+  # The source's moving average of its weights (what `evaluate --ema` reads), not the
+  # weights themselves; e.g. when its EMA evaluated better.
+  init_from.ema = False
   init_from.backbone_only = False  # New classifier for a new class count.
   init_from.freeze_backbone = False
   # With freeze_backbone: BatchNorm normalizes with its running statistics during

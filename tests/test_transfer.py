@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from mobilenet_jax.errors import CheckpointError
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import checkpointer as checkpointing
 from mobilenet_jax.train import optimizers
+from mobilenet_jax.train import run_plan
 from mobilenet_jax.train import state as state_lib
 from mobilenet_jax.train import transfer
 from tests import ckpt_helpers as h
@@ -55,6 +57,31 @@ def test_init_from_all_weights(source):
   h.assert_trees_equal(state.opt_state, fresh.opt_state)
   h.assert_trees_equal(state.rng, fresh.rng)
   assert transfer.init_from(h.config(), fresh) is fresh  # No init_from.workdir.
+
+
+def test_init_from_the_moving_average(source, tmp_path):
+  """init_from.ema reads ema_params / ema_batch_stats; a run without them is refused."""
+  source_dir, source_state = source
+  cfg = _target_config(source_dir, **{"init_from.ema": True})
+  state = transfer.init_from(cfg, _fresh(cfg))
+  h.assert_trees_equal(state.params, source_state.ema_params)
+  h.assert_trees_equal(state.batch_stats, source_state.ema_batch_stats)
+  h.assert_trees_equal(state.ema_params, source_state.ema_params)
+  assert not np.allclose(source_state.ema_params["classifier"]["kernel"],
+                         source_state.params["classifier"]["kernel"])
+
+  no_ema = h.config(ema_decay=0.0)
+  with checkpointing.Checkpointer(str(tmp_path), no_ema) as ckpt:
+    ckpt.save(h.fake_state(no_ema, step=1), force=True)
+  cfg = _target_config(str(tmp_path), **{"init_from.ema": True})
+  with pytest.raises(CheckpointError, match=r"kept no moving average.*drop init_from\.ema"):
+    transfer.init_from(cfg, _fresh(cfg))
+  # The trainer refuses it before anything loads, in its path checks.
+  with pytest.raises(ConfigError, match=r"init_from.ema=True but the run in \S+ kept no "
+                     "moving average"):
+    run_plan._check_init_from(cfg)  # pylint: disable=protected-access
+  with_ema = _target_config(source_dir, **{"init_from.ema": True})
+  run_plan._check_init_from(with_ema)  # pylint: disable=protected-access
 
 
 def test_init_from_backbone_with_new_classes(source):

@@ -54,6 +54,7 @@ def _source_dir(tmp_path_factory):
 MODES = {
     "full": {},
     "full_no_ema": {"ema_decay": 0.0},
+    "full_from_ema": {"init_from.ema": True},
     "full_stale": {"staleness": 2, "num_workers": 2},
     "backbone_only": {"init_from.backbone_only": True, "model.num_classes": 4},
     "frozen": {"init_from.backbone_only": True, "model.num_classes": 4,

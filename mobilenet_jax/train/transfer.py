@@ -1,8 +1,9 @@
 """Starting from another run's weights (`config.init_from`) and freezing the backbone.
 
 * `init_from(config, state)`: the weights of the run in `config.init_from.workdir`
-  replace the fresh ones in `state` (all of them, or all but the classifier with
-  `backbone_only`, so the class count may differ). The optimizer state, step and RNG
+  (or their moving average, with `init_from.ema`) replace the fresh ones in `state`
+  (all of them, or all but the classifier with `backbone_only`, so the class count
+  may differ). The optimizer state, step and RNG
   stay fresh; the EMA and the stale buffer restart from the loaded weights.
 * `freeze_backbone`: `freeze(optimizer, trainable_mask(config, params))` zeroes the
   updates of every parameter outside the classifier. BatchNorm statistics are not
@@ -73,8 +74,8 @@ def _graft(collection: str, fresh: PyTree, loaded: PyTree, source: str,
 def init_from(config, state):
   """`state` with its weights loaded from `config.init_from.workdir`, if set.
 
-  Loads params and batch_stats (the raw weights, not the EMA) from step
-  `config.init_from.step` (-1 = latest). The EMA copies become the loaded weights,
+  Loads params and batch_stats (the raw weights, or with `config.init_from.ema` their
+  moving average) from step `config.init_from.step` (-1 = latest). The EMA copies become the loaded weights,
   and a non-empty stale buffer is refilled with them; optimizer state, step and RNG
   are left as they are. Raises CheckpointError naming the parameter whose shape
   differs (the classifier is exempt with `backbone_only`).
@@ -85,12 +86,18 @@ def init_from(config, state):
   step = config.init_from.get("step", -1)
   # Read where the state's arrays live (replicated over the run's mesh).
   sharding = jax.tree.leaves(state.params)[0].sharding
-  weights, _, _ = readers.restore_weights(
+  weights, _, source_config = readers.restore_weights(
       source, sharding, None if step is None or step < 0 else step)
+  use_ema = bool(config.init_from.get("ema", False))
+  if use_ema and not source_config.get("ema_decay", 0):
+    raise CheckpointError(f"The run in {source} kept no moving average (ema_decay=0): "
+                          "drop init_from.ema to start from its weights.")
+  prefix = "ema_" if use_ema else ""
   backbone_only = bool(config.init_from.get("backbone_only", False))
-  params = _graft("params", state.params, weights["params"], source, backbone_only)
-  batch_stats = _graft("batch_stats", state.batch_stats, weights["batch_stats"],
-                       source, backbone_only)
+  params = _graft("params", state.params, weights[prefix + "params"], source,
+                  backbone_only)
+  batch_stats = _graft("batch_stats", state.batch_stats,
+                       weights[prefix + "batch_stats"], source, backbone_only)
   stale = state.stale_params
   if jax.tree.leaves(stale):
     # Every slot of the ring buffer holds the loaded weights, as at step 0.

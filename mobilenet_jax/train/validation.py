@@ -167,6 +167,7 @@ def _loop_and_checkpoints(p: _Problems) -> None:
 
 def _init_from(p: _Problems) -> None:
   p.number("init_from.step", -1, integer=True, default=-1)
+  p.flag("init_from.ema")
   p.flag("init_from.backbone_only")
   p.flag("init_from.freeze_backbone")
   p.flag("init_from.freeze_bn", default=True)
