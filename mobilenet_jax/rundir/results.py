@@ -44,7 +44,9 @@ class Results:
   steps: int
   params: int  # Conv + classifier weights: the papers' count.
   mult_adds: int
-  trainable_params: int  # What the optimizer updated: the classifier's alone if frozen.
+  # What the optimizer updated: BatchNorm's scales and offsets too (so more than
+  # `params`), or the classifier's alone when the backbone was frozen.
+  trainable_params: int
   wall_time_s: float
   train_images_per_sec: float
   device_count: int
@@ -62,8 +64,8 @@ class Results:
              trainable_params: int, eval_split: str = "",
              input_bound: dict | None = None) -> "Results":
     """The results of the run of `config` that just finished in this process;
-    `trainable_params` is what its optimizer updated (less than `costs` counts when
-    the backbone was frozen)."""
+    `trainable_params` is what its optimizer updated (BatchNorm's parameters included;
+    only the classifier's when the backbone was frozen)."""
     return cls(config=identity.config_dict(config),
                final={k: EvalMetrics(**dict(v)) for k, v in final.items()},
                steps=int(steps), params=costs.params, mult_adds=costs.mult_adds,
