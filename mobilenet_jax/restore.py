@@ -15,7 +15,6 @@ import jax
 import ml_collections
 
 from mobilenet_jax import models
-from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import readers
 
 
@@ -32,9 +31,8 @@ def load(workdir: str, step: int | None = None, ema: bool = False,
     mesh = jax.sharding.Mesh(jax.devices(), ("devices",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   weights, step, config = readers.restore_weights(workdir, sharding, step)
-  if ema and not config.get("ema_decay", 0):
-    raise ConfigError(f"The run in {workdir} kept no moving average (ema_decay=0); "
-                      "load it without ema.")
+  if ema:
+    readers.check_kept_ema(config, workdir, "load it without ema")
   prefix = "ema_" if ema else ""
   variables = {"params": weights[prefix + "params"],
                "batch_stats": weights[prefix + "batch_stats"]}

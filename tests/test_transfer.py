@@ -74,11 +74,11 @@ def test_init_from_the_moving_average(source, tmp_path):
   with checkpointing.Checkpointer(str(tmp_path), no_ema) as ckpt:
     ckpt.save(h.fake_state(no_ema, step=1), force=True)
   cfg = _target_config(str(tmp_path), **{"init_from.ema": True})
-  with pytest.raises(CheckpointError, match=r"kept no moving average.*drop init_from\.ema"):
+  with pytest.raises(ConfigError, match=r"kept no moving average.*drop init_from\.ema"):
     transfer.init_from(cfg, _fresh(cfg))
   # The trainer refuses it before anything loads, in its path checks.
-  with pytest.raises(ConfigError, match=r"init_from.ema=True but the run in \S+ kept no "
-                     "moving average"):
+  with pytest.raises(ConfigError, match=r"run in \S+ kept no moving average \(ema_decay"
+                     r"=0\): drop --config.init_from.ema"):
     run_plan._check_init_from(cfg)  # pylint: disable=protected-access
   with_ema = _target_config(source_dir, **{"init_from.ema": True})
   run_plan._check_init_from(with_ema)  # pylint: disable=protected-access

@@ -13,6 +13,7 @@ import jax
 import ml_collections
 
 from mobilenet_jax.errors import CheckpointError
+from mobilenet_jax.errors import ConfigError
 from mobilenet_jax.rundir import checkpoint_store as store
 from mobilenet_jax.rundir import layout, results
 
@@ -49,6 +50,14 @@ def read_config(workdir, step: int | None = None) -> ml_collections.ConfigDict:
         store.stored_config(mngr, store.resolve_step(mngr, step)))
   finally:
     mngr.close()
+
+
+def check_kept_ema(config, workdir, fix: str) -> None:
+  """Raises ConfigError, ending with `fix`, if the run in `workdir` (trained with
+  `config`) kept no moving average of its weights: its ema_* fields are not one."""
+  if not config.get("ema_decay", 0):
+    raise ConfigError(f"The run in {workdir} kept no moving average (ema_decay=0): "
+                      f"{fix}.")
 
 
 def restore_weights(workdir, sharding: jax.sharding.Sharding, step: int | None = None

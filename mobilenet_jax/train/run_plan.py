@@ -78,11 +78,9 @@ def _check_init_from(config) -> None:
   if step >= 0 and step not in steps:
     raise ConfigError(f"--config.init_from.step={step} has no checkpoint in {source}: "
                       f"use -1 for the latest, or one of {steps}.")
-  if config.init_from.get("ema", False):
-    if not readers.read_config(source, step if step >= 0 else None).get("ema_decay", 0):
-      raise ConfigError(f"--config.init_from.ema=True but the run in {source} kept no "
-                        "moving average (ema_decay=0): drop it to start from the run's "
-                        "weights.")
+  if config.init_from.get("ema", False):  # Refused before anything loads.
+    readers.check_kept_ema(readers.read_config(source, step if step >= 0 else None),
+                           source, "drop --config.init_from.ema to start from its weights")
 
 
 def check_paths(config, workdir) -> None:

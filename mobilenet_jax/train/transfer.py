@@ -3,8 +3,8 @@
 * `init_from(config, state)`: the weights of the run in `config.init_from.workdir`
   (or their moving average, with `init_from.ema`) replace the fresh ones in `state`
   (all of them, or all but the classifier with `backbone_only`, so the class count
-  may differ). The optimizer state, step and RNG
-  stay fresh; the EMA and the stale buffer restart from the loaded weights.
+  may differ). The optimizer state, step and RNG stay fresh; the EMA and the stale
+  buffer restart from the loaded weights.
 * `freeze_backbone`: `freeze(optimizer, trainable_mask(config, params))` zeroes the
   updates of every parameter outside the classifier. BatchNorm statistics are not
   parameters: the train step must keep the old backbone statistics with
@@ -75,10 +75,11 @@ def init_from(config, state):
   """`state` with its weights loaded from `config.init_from.workdir`, if set.
 
   Loads params and batch_stats (the raw weights, or with `config.init_from.ema` their
-  moving average) from step `config.init_from.step` (-1 = latest). The EMA copies become the loaded weights,
-  and a non-empty stale buffer is refilled with them; optimizer state, step and RNG
-  are left as they are. Raises CheckpointError naming the parameter whose shape
-  differs (the classifier is exempt with `backbone_only`).
+  moving average) from step `config.init_from.step` (-1 = latest). The EMA copies
+  become the loaded weights, and a non-empty stale buffer is refilled with them;
+  optimizer state, step and RNG are left as they are. Raises CheckpointError naming
+  the parameter whose shape differs (the classifier is exempt with `backbone_only`),
+  ConfigError for `init_from.ema` on a run that kept no moving average.
   """
   source = config.init_from.get("workdir")
   if not source:
@@ -89,9 +90,9 @@ def init_from(config, state):
   weights, _, source_config = readers.restore_weights(
       source, sharding, None if step is None or step < 0 else step)
   use_ema = bool(config.init_from.get("ema", False))
-  if use_ema and not source_config.get("ema_decay", 0):
-    raise CheckpointError(f"The run in {source} kept no moving average (ema_decay=0): "
-                          "drop init_from.ema to start from its weights.")
+  if use_ema:
+    readers.check_kept_ema(source_config, source,
+                           "drop init_from.ema to start from its weights")
   prefix = "ema_" if use_ema else ""
   backbone_only = bool(config.init_from.get("backbone_only", False))
   params = _graft("params", state.params, weights[prefix + "params"], source,
